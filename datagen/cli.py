@@ -1,0 +1,135 @@
+"""The ``datagen`` command: generate, verify and describe PDE datasets."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from datagen.errors import UserError
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from datagen.config import load_config
+    from datagen.spec import DatagenConfig
+
+    overrides = list(args.overrides) + (["output.overwrite=true"] if args.overwrite else [])
+    cfg = load_config(DatagenConfig, args.config, overrides)  # fails fast, before heavy imports
+    from datagen.generate import generate
+
+    summaries = generate(cfg, progress=not args.no_progress)
+    rows = [("split", "samples", "s/sample", "worst residual", "method", "file")]
+    for s in summaries:
+        methods = ", ".join(f"{m} x{c}" for m, c in s.methods.items())
+        rows.append(
+            (
+                s.split,
+                str(s.samples),
+                f"{s.seconds_per_sample:.4f}",
+                f"{s.worst_residual:.2e}",
+                methods,
+                str(s.path),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+    print(f"dataset written to {Path(cfg.output.dir)}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from datagen.schema import dataset_files
+    from datagen.verify import verify_file
+
+    failed = 0
+    for path in dataset_files(args.path):
+        report = verify_file(path)
+        if report.ok:
+            print(
+                f"OK    {path}: {report.samples} samples, worst residual "
+                f"{report.worst_residual:.2e} (float32 rounding floor {report.worst_floor:.1e})"
+            )
+        else:
+            failed += 1
+            print(
+                f"FAIL  {path}: {report.problems[0]}"
+                + (f" (+{len(report.problems) - 1} more)" if len(report.problems) > 1 else "")
+            )
+    return 1 if failed else 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from datagen.plots import plot_samples
+    from datagen.schema import dataset_files
+    from datagen.verify import describe_file
+
+    files = dataset_files(args.path)
+    for path in files:
+        print(describe_file(path))
+    if args.figure:
+        out = plot_samples(files[0], args.figure, count=args.count)
+        print(f"figure of {args.count} samples of {files[0].name} saved to {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="datagen", description="Generate and check PDE datasets.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    gen = sub.add_parser(
+        "generate",
+        help="generate a dataset from a config",
+        description="Generate a dataset from a YAML config. Re-running an "
+        "interrupted generation with the same config resumes it.",
+    )
+    gen.add_argument("config", help="YAML config, e.g. configs/datagen/darcy_small.yaml")
+    gen.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="dotted overrides, e.g. resolution=85 samples.train=100",
+    )
+    gen.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    gen.add_argument("--no-progress", action="store_true", help="no progress bar")
+    gen.set_defaults(run=_generate)
+    ver = sub.add_parser(
+        "verify",
+        help="re-check a dataset file or directory",
+        description="Check schema, finite values and residuals recomputed from "
+        "the stored fields. Exit status 1 if any file fails.",
+    )
+    ver.add_argument("path", help="a dataset directory or one .hdf5 file")
+    ver.set_defaults(run=_verify)
+    info = sub.add_parser("info", help="describe a dataset file or directory")
+    info.add_argument("path", help="a dataset directory or one .hdf5 file")
+    info.add_argument("--figure", metavar="PNG", help="save a figure of a few samples")
+    info.add_argument("--count", type=int, default=4, help="samples in the figure (default 4)")
+    info.set_defaults(run=_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user errors are one line on stderr and exit status 2."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # Overrides may come after options (``--overwrite resolution=85``): collect them too.
+    if (
+        extra
+        and args.command == "generate"
+        and all("=" in e and not e.startswith("-") for e in extra)
+    ):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return args.run(args)
+    except UserError as err:
+        print(f"datagen: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("datagen: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

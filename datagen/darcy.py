@@ -1,0 +1,188 @@
+"""Darcy flow ``-div(a grad u) = f`` on (0,1)^2 with ``u = 0`` on the boundary.
+
+Discretization: the 5-point flux (finite-volume) form on an ``s x s`` node grid including the
+boundary, ``h = 1/(s-1)``, unknowns at the ``(s-2)^2`` interior nodes, array index ``[i, j]`` =
+node ``(x_i, y_j)``:
+
+    (A u)_ij = [ a_{i+1/2,j} (u_ij - u_{i+1,j}) + a_{i-1/2,j} (u_ij - u_{i-1,j})
+               + a_{i,j+1/2} (u_ij - u_{i,j+1}) + a_{i,j-1/2} (u_ij - u_{i,j-1}) ] / h^2
+
+with face coefficients the arithmetic (default, as the FNO generator) or harmonic mean of the two
+nodal values. ``A`` is symmetric positive definite and the scheme is second-order accurate for
+smooth ``a``. (The SKR reference code discretizes ``-Laplace(a u)`` instead, which is neither the
+Darcy operator nor symmetric.)
+
+Two forms with the same action: :class:`DarcyOperator` (batched, matrix-free, any torch device)
+and :func:`assemble` (a SciPy CSR matrix for one sample).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+import torch
+
+FaceAverage = Literal["arithmetic", "harmonic"]
+
+
+def face_coefficients(
+    a: torch.Tensor, average: FaceAverage = "arithmetic"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Face coefficients for the interior stencil.
+
+    Args:
+        a: nodal coefficient, (B, s, s), positive.
+        average: "arithmetic" or "harmonic".
+
+    Returns:
+        ``ax`` (B, s-1, s-2): faces between nodes (i, j) and (i+1, j) for interior j;
+        ``ay`` (B, s-2, s-1): faces between nodes (i, j) and (i, j+1) for interior i.
+    """
+    left, right = a[..., :-1, 1:-1], a[..., 1:, 1:-1]
+    low, high = a[..., 1:-1, :-1], a[..., 1:-1, 1:]
+    if average == "arithmetic":
+        return (left + right) / 2, (low + high) / 2
+    if average == "harmonic":
+        return 2 * left * right / (left + right), 2 * low * high / (low + high)
+    raise ValueError(f"face average must be 'arithmetic' or 'harmonic', got {average!r}")
+
+
+@dataclass
+class DarcyOperator:
+    """Batched matrix-free Darcy operator on interior values (B, s-2, s-2).
+
+    Build with :meth:`from_coefficient`; apply with ``op(u)``. Works on any device and dtype of
+    the coefficient it was built from.
+    """
+
+    ax: torch.Tensor
+    ay: torch.Tensor
+    h: float
+
+    @classmethod
+    def from_coefficient(
+        cls, a: torch.Tensor, average: FaceAverage = "arithmetic"
+    ) -> DarcyOperator:
+        """Operator for nodal coefficients ``a`` of shape (B, s, s)."""
+        ax, ay = face_coefficients(a, average)
+        return cls(ax, ay, 1.0 / (a.shape[-1] - 1))
+
+    def __call__(self, u: torch.Tensor) -> torch.Tensor:
+        """``A u`` for interior values ``u`` (B, s-2, s-2)."""
+        return self._apply(u, absolute=False)
+
+    def abs_apply(self, u: torch.Tensor) -> torch.Tensor:
+        """``|A| |u|`` (entrywise absolute values), for componentwise error bounds."""
+        return self._apply(u.abs(), absolute=True)
+
+    def diagonal(self) -> torch.Tensor:
+        """The diagonal of ``A``: (B, s-2, s-2)."""
+        ax, ay = self.ax, self.ay
+        return (ax[..., :-1, :] + ax[..., 1:, :] + ay[..., :-1] + ay[..., 1:]) / self.h**2
+
+    def _apply(self, u: torch.Tensor, absolute: bool) -> torch.Tensor:
+        padded = torch.nn.functional.pad(u, (1, 1, 1, 1))
+        dx = padded[..., 1:, 1:-1]
+        dy = padded[..., 1:-1, 1:]
+        if absolute:
+            dx = dx + padded[..., :-1, 1:-1]
+            dy = dy + padded[..., 1:-1, :-1]
+            out = self.ax[..., :-1, :] * dx[..., :-1, :] + self.ax[..., 1:, :] * dx[..., 1:, :]
+            out = out + self.ay[..., :-1] * dy[..., :-1] + self.ay[..., 1:] * dy[..., 1:]
+            return out / self.h**2
+        flux_x = self.ax * (dx - padded[..., :-1, 1:-1])
+        flux_y = self.ay * (dy - padded[..., 1:-1, :-1])
+        out = flux_x[..., :-1, :] - flux_x[..., 1:, :] + flux_y[..., :-1] - flux_y[..., 1:]
+        return out / self.h**2
+
+
+def assemble(a: np.ndarray, average: FaceAverage = "arithmetic") -> sp.csr_matrix:
+    """The Darcy matrix for one nodal coefficient ``a`` (s, s): CSR, ((s-2)^2, (s-2)^2).
+
+    Unknown ``p = i (s-2) + j`` is interior node ``(i+1, j+1)`` (C order).
+    """
+    at = torch.as_tensor(np.asarray(a, dtype=np.float64))[None]
+    op = DarcyOperator.from_coefficient(at, average)
+    ax, ay = op.ax[0].numpy(), op.ay[0].numpy()
+    n = a.shape[-1] - 2
+    scale = 1.0 / op.h**2
+    index = np.arange(n * n).reshape(n, n)
+    rows = [index.ravel()]
+    cols = [index.ravel()]
+    vals = [op.diagonal()[0].numpy().ravel()]
+    # x-neighbours: interior faces ax[1:-1] couple (i, j) with (i+1, j).
+    ix = ax[1:-1, :].ravel() * scale
+    rows += [index[:-1, :].ravel(), index[1:, :].ravel()]
+    cols += [index[1:, :].ravel(), index[:-1, :].ravel()]
+    vals += [-ix, -ix]
+    iy = ay[:, 1:-1].ravel() * scale
+    rows += [index[:, :-1].ravel(), index[:, 1:].ravel()]
+    cols += [index[:, 1:].ravel(), index[:, :-1].ravel()]
+    vals += [-iy, -iy]
+    matrix = sp.coo_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n * n,) * 2
+    )
+    return matrix.tocsr()
+
+
+@dataclass
+class SolveInfo:
+    """Diagnostics of one solve: true relative residual ``||b - A u|| / ||b||`` in float64."""
+
+    method: str
+    iterations: int
+    residual: float
+    seconds: float
+
+
+def solve_direct(
+    a: np.ndarray, f: np.ndarray, average: FaceAverage = "arithmetic"
+) -> tuple[np.ndarray, SolveInfo]:
+    """Solve one Darcy system with SciPy's sparse LU (SuperLU).
+
+    Args:
+        a: nodal coefficient (s, s); f: nodal forcing (s, s) (boundary values unused).
+
+    Returns:
+        ``u`` (s, s) float64 with zero boundary values, and its :class:`SolveInfo`.
+        The symmetric minimum-degree ordering (``MMD_AT_PLUS_A``) suits the symmetric pattern.
+    """
+    start = time.perf_counter()
+    matrix = assemble(a, average)
+    b = np.ascontiguousarray(f[1:-1, 1:-1], dtype=np.float64).ravel()
+    lu = spla.splu(matrix.tocsc(), permc_spec="MMD_AT_PLUS_A")
+    x = lu.solve(b)
+    seconds = time.perf_counter() - start
+    residual = float(np.linalg.norm(b - matrix @ x) / np.linalg.norm(b))
+    u = np.zeros_like(a, dtype=np.float64)
+    u[1:-1, 1:-1] = x.reshape(a.shape[0] - 2, a.shape[1] - 2)
+    return u, SolveInfo("direct-superlu", 0, residual, seconds)
+
+
+def residuals(
+    a: torch.Tensor, f: torch.Tensor, u: torch.Tensor, average: FaceAverage = "arithmetic"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """True relative residuals and their rounding floor for stored samples.
+
+    Args:
+        a, f, u: nodal coefficient, forcing and solution, (B, s, s); computed in float64.
+
+    Returns:
+        ``relative`` (B,): ``||f - A u|| / ||f||`` on the interior;
+        ``floor`` (B,): ``eps32 || |A| |u| || / ||f||``, the residual that rounding ``u`` to
+        float32 alone can cause (a bound, componentwise: ``|A (u - fl(u))| <= eps |A| |u|``).
+    """
+    a, f, u = (t.to(torch.float64) for t in (a, f, u))
+    op = DarcyOperator.from_coefficient(a, average)
+    interior = u[..., 1:-1, 1:-1]
+    b = f[..., 1:-1, 1:-1]
+    norm_b = torch.linalg.vector_norm(b, dim=(-2, -1))
+    relative = torch.linalg.vector_norm(b - op(interior), dim=(-2, -1)) / norm_b
+    eps32 = float(np.finfo(np.float32).eps) / 2
+    floor = eps32 * torch.linalg.vector_norm(op.abs_apply(interior), dim=(-2, -1)) / norm_b
+    return relative, floor

@@ -1,0 +1,9 @@
+"""The one exception type for mistakes a user can fix (bad config, bad file, bad path).
+
+Command-line entry points print its message as a single line and exit non-zero, without a
+traceback. Anything else that escapes is a bug and keeps its traceback.
+"""
+
+
+class UserError(Exception):
+    """An input error with a one-line message naming what is wrong and what is allowed."""

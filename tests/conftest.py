@@ -1,0 +1,56 @@
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL_CONFIG = ROOT / "configs" / "datagen" / "darcy_small.yaml"
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("OPSOLVE_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow test: set OPSOLVE_SLOW=1 to run it")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``python -m datagen.cli ARGS`` in a subprocess (as a user would)."""
+    return subprocess.run(
+        [sys.executable, "-m", "datagen.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory) -> Path:
+    """A tiny Darcy dataset (s = 33, 12/4/4 samples), generated once per session."""
+    out = tmp_path_factory.mktemp("data") / "darcy"
+    result = run_cli(
+        "generate",
+        str(SMALL_CONFIG),
+        "resolution=33",
+        "samples.train=12",
+        "samples.valid=4",
+        "samples.test=4",
+        "batch_size=5",
+        f"output.dir={out}",
+        "--no-progress",
+    )
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.fixture
+def dataset_copy(small_dataset, tmp_path) -> Path:
+    target = tmp_path / "copy"
+    shutil.copytree(small_dataset, target)
+    return target

@@ -1,0 +1,239 @@
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from datagen.cli import main
+from datagen.schema import check_schema, split_file
+from datagen.verify import verify_file
+from tests.conftest import ROOT, SMALL_CONFIG, run_cli
+
+FIELDS = ("a", "f", "u")
+
+
+def read_split(root, split="train", name="darcy_small"):
+    with h5py.File(split_file(root, name, split), "r") as f:
+        out = {k: f["t0_fields"][k][...] for k in FIELDS}
+        out["seed"] = f["provenance/seed"][...]
+        return out
+
+
+def test_generated_dataset_verifies_and_has_the_schema(small_dataset):
+    for split, n in (("train", 12), ("valid", 4), ("test", 4)):
+        path = split_file(small_dataset, "darcy_small", split)
+        with h5py.File(path, "r") as f:
+            assert check_schema(f) == []
+            assert f["t0_fields/u"].shape == (n, 1, 33, 33)
+            assert f["t0_fields/a"].chunks == (1, 33, 33)
+            assert f["t0_fields/u"].dtype == np.float32
+            assert set(np.unique(f["t0_fields/a"][...])) == {3.0, 12.0}
+            assert np.all(f["t0_fields/u"][:, 0, [0, -1], :] == 0)
+            assert f["provenance/residual"][...].max() < 1e-8
+            assert "resolution: 33" in f["provenance"].attrs["config"]
+        report = verify_file(path)
+        assert report.ok, report.problems
+        assert report.worst_residual < 1e-4
+    assert (small_dataset / "stats.yaml").is_file()
+    assert (small_dataset / "config.yaml").is_file()
+    assert not (small_dataset / ".partial").exists()
+    # splits are independent draws
+    assert not np.array_equal(
+        read_split(small_dataset)["a"][0], read_split(small_dataset, "test")["a"][0]
+    )
+
+
+def test_the_well_reader_opens_the_dataset(small_dataset):
+    from the_well.data import WellDataset
+
+    well = WellDataset(
+        path=str(small_dataset),
+        well_split_name="train",
+        n_steps_input=0,
+        n_steps_output=1,
+        use_normalization=False,
+    )
+    assert len(well) == 12
+    sample = well[5]
+    ours = read_split(small_dataset)
+    np.testing.assert_array_equal(sample["output_fields"][0, ..., 0].numpy(), ours["u"][5, 0])
+    np.testing.assert_array_equal(sample["constant_fields"][..., 0].numpy(), ours["a"][5])
+    assert sample["space_grid"].shape == (33, 33, 2)
+    assert sample["boundary_conditions"].tolist() == [[0, 0], [0, 0]]  # WALL on all sides
+
+
+def test_sample_alone_equals_sample_in_a_batch(small_dataset, tmp_path):
+    out = tmp_path / "alone"
+    code = main(
+        [
+            "generate",
+            str(SMALL_CONFIG),
+            "resolution=33",
+            "samples.train=3",
+            "samples.valid=0",
+            "samples.test=0",
+            "batch_size=1",
+            f"output.dir={out}",
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    alone, batched = read_split(out), read_split(small_dataset)
+    for key in (*FIELDS, "seed"):
+        np.testing.assert_array_equal(alone[key], batched[key][:3] if key != "f" else batched[key])
+
+
+def test_killed_generation_resumes_to_identical_arrays(tmp_path):
+    """A real SIGKILL mid-run; the re-run resumes and matches an uninterrupted run."""
+    overrides = [
+        "resolution=161",
+        "samples.train=14",
+        "samples.valid=2",
+        "samples.test=2",
+        "batch_size=1",
+        "--no-progress",
+    ]
+    reference = tmp_path / "reference"
+    assert main(["generate", str(SMALL_CONFIG), *overrides, f"output.dir={reference}"]) == 0
+    out = tmp_path / "killed"
+    args = [
+        sys.executable,
+        "-m",
+        "datagen.cli",
+        "generate",
+        str(SMALL_CONFIG),
+        *overrides,
+        f"output.dir={out}",
+    ]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    shards = out / ".partial" / "train"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(shards.glob("*.npz"))) < 3:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(list(shards.glob("*.npz")))
+    assert 3 <= done < 14, "the kill should land in the middle of the train split"
+    assert not (out / "data").exists() and not (out / "config.yaml").exists()
+    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    for split in ("train", "valid", "test"):
+        resumed, uninterrupted = read_split(out, split), read_split(reference, split)
+        for key in (*FIELDS, "seed"):
+            np.testing.assert_array_equal(resumed[key], uninterrupted[key])
+    assert not (out / ".partial").exists()
+
+
+def test_resume_with_a_different_config_is_refused(tmp_path, capsys):
+    out = tmp_path / "other"
+    (out / ".partial").mkdir(parents=True)
+    (out / ".partial" / "config.yaml").write_text("something else\n")
+    code = main(["generate", str(SMALL_CONFIG), f"output.dir={out}", "--no-progress"])
+    assert code == 2
+    assert "interrupted run of a different config" in capsys.readouterr().err
+
+
+BAD_OVERRIDES = [
+    (["resolutoin=64"], "did you mean 'resolution'"),
+    (["seed=abc"], "seed: 'abc' has the wrong type"),
+    (["resolution=3"], "resolution: Input should be greater than or equal to 5"),
+    (["resolution=64.5"], "resolution: 64.5 has the wrong type"),
+    (["samples.train=-4"], "samples.train: Input should be greater than or equal to 0"),
+    (["coefficient.family=gaussian"], "coefficient.family: 'gaussian' is not allowed"),
+    (["samples.tran=4"], "did you mean 'samples.train'"),
+    (["nokey"], "must look like key=value"),
+]
+
+
+@pytest.mark.parametrize("overrides,message", BAD_OVERRIDES)
+def test_bad_config_is_one_line_and_writes_nothing(overrides, message, tmp_path, capsys):
+    out = tmp_path / "never"
+    code = main(["generate", str(SMALL_CONFIG), f"output.dir={out}", *overrides])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_cli_user_error_exits_nonzero_without_traceback(tmp_path):
+    result = run_cli("generate", str(SMALL_CONFIG), "resolution=two", f"output.dir={tmp_path}/x")
+    assert result.returncode == 2
+    assert result.stderr.startswith("datagen: error:") and "Traceback" not in result.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_unwritable_output_and_missing_config(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["generate", str(SMALL_CONFIG), f"output.dir={blocker}/sub"]) == 2
+    assert "cannot write to" in capsys.readouterr().err
+    assert main(["generate", str(tmp_path / "missing.yaml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("resolution: [1, 2\n")
+    assert main(["generate", str(bad_yaml)]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+
+
+def test_existing_output_needs_overwrite(dataset_copy, capsys):
+    before = read_split(dataset_copy)
+    stamp = (dataset_copy / "config.yaml").stat().st_mtime_ns
+    args = [
+        "generate",
+        str(SMALL_CONFIG),
+        "resolution=33",
+        "samples.train=2",
+        "samples.valid=0",
+        "samples.test=0",
+        f"output.dir={dataset_copy}",
+        "--no-progress",
+    ]
+    assert main(args) == 2
+    assert "already holds a dataset; pass --overwrite" in capsys.readouterr().err
+    assert (dataset_copy / "config.yaml").stat().st_mtime_ns == stamp
+    np.testing.assert_array_equal(read_split(dataset_copy)["u"], before["u"])
+    assert main([*args, "--overwrite"]) == 0
+    assert read_split(dataset_copy)["u"].shape[0] == 2
+
+
+def test_verify_rejects_truncated_and_corrupted_files(dataset_copy, capsys):
+    path = split_file(dataset_copy, "darcy_small", "train")
+    assert main(["verify", str(path)]) == 0
+    # silent corruption of the data: the recomputed residual catches it
+    with h5py.File(path, "r+") as f:
+        f["t0_fields/u"][3, 0, 10:20, 10:20] *= 1.05
+    assert main(["verify", str(path)]) == 1
+    assert "FAIL" in capsys.readouterr().out
+    # NaN in a field
+    with h5py.File(path, "r+") as f:
+        f["t0_fields/a"][1, 5, 5] = np.nan
+    assert main(["verify", str(path)]) == 1
+    assert "NaN or inf" in capsys.readouterr().out
+    # truncated file: one line, exit 2
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    assert main(["verify", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "not a readable HDF5 file" in err and err.count("\n") == 1
+    # clobbered header
+    path.write_bytes(b"\0" * 64 + data[64:])
+    assert main(["verify", str(path)]) == 2
+
+
+def test_verify_reports_schema_problems(dataset_copy, capsys):
+    path = split_file(dataset_copy, "darcy_small", "valid")
+    with h5py.File(path, "r+") as f:
+        del f["provenance/residual"]
+    assert main(["verify", str(path)]) == 1
+    assert "provenance/residual missing" in capsys.readouterr().out
+
+
+def test_info_prints_a_summary_and_saves_a_figure(small_dataset, tmp_path, capsys):
+    figure = tmp_path / "fig.png"
+    assert main(["info", str(small_dataset), "--figure", str(figure), "--count", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "field u: (12, 1, 33, 33) float32" in out and "direct-superlu x12" in out
+    assert figure.stat().st_size > 10_000 and figure.read_bytes()[:4] == b"\x89PNG"
