@@ -47,8 +47,9 @@ def _verify(args: argparse.Namespace) -> int:
         report = verify_file(path)
         if report.ok:
             print(
-                f"OK    {path}: {report.samples} samples, worst residual "
-                f"{report.worst_residual:.2e} (float32 rounding floor {report.worst_floor:.1e})"
+                f"OK    {path}: {report.samples} samples; error estimate "
+                f"{report.worst_estimate:.1e} <= {report.threshold:.1e}; plain residual "
+                f"{report.worst_residual:.1e} (at stored precision)"
             )
         else:
             failed += 1

@@ -20,8 +20,9 @@ class VerifyReport:
     path: Path
     samples: int
     problems: list[str]
+    worst_estimate: float = float("nan")
+    threshold: float = float("nan")
     worst_residual: float = float("nan")
-    worst_floor: float = float("nan")
 
     @property
     def ok(self) -> bool:
@@ -31,9 +32,12 @@ class VerifyReport:
 def verify_file(path: str | Path, chunk: int = 32) -> VerifyReport:
     """Check schema, finite values, and residuals recomputed in float64 from the stored fields.
 
-    A sample passes when its recomputed relative residual is at most the solver tolerance plus
-    four times the float32 rounding floor of the stored solution (see
-    :func:`datagen.darcy.residuals`).
+    The check uses the Laplace-preconditioned residual ``||L^{-1}(f - A u)|| / ||L^{-1} f||``
+    (:func:`datagen.darcy.residuals`), which measures the relative error of the stored ``u``
+    within a factor ``a_max / a_min``. A sample passes when it is at most
+    ``solver_tol + 64 eps (a_max / a_min)``, ``eps`` the unit roundoff of the storage dtype
+    (float32: 6e-8): rounding to the storage dtype passes, a 0.01% error does not. The plain
+    relative residual is reported as well.
     """
     path = Path(path)
     with open_dataset_file(path) as f:
@@ -45,7 +49,8 @@ def verify_file(path: str | Path, chunk: int = 32) -> VerifyReport:
         fields = f["t0_fields"]
         tol = float(f["provenance"].attrs.get("solver_tol", 1e-8))
         average = str(f.attrs.get("face_average", "arithmetic"))
-        worst, worst_floor = 0.0, 0.0
+        eps = float(np.finfo(fields["u"].dtype).eps) / 2
+        worst, worst_estimate, worst_threshold = 0.0, 0.0, 0.0
         bad: list[int] = []
         for start in range(0, n, chunk):
             stop = min(start + chunk, n)
@@ -62,17 +67,21 @@ def verify_file(path: str | Path, chunk: int = 32) -> VerifyReport:
             if report.problems:
                 return report
             u = block["u"][:, 0]
-            f_field = block["f"].expand_as(u) if block["f"].ndim == 2 else block["f"]
-            rel, floor = residuals(block["a"], f_field, u, average)
-            fails = rel > tol + 4 * floor
-            bad.extend((start + torch.nonzero(fails).flatten()).tolist())
-            worst = max(worst, float(rel.max()))
-            worst_floor = max(worst_floor, float(floor.max()))
-        report.worst_residual, report.worst_floor = worst, worst_floor
+            f_field = block["f"].expand_as(u)
+            relative, estimate = residuals(block["a"], f_field, u, average)
+            a = block["a"].flatten(1)
+            contrast = (a.max(dim=1).values / a.min(dim=1).values).numpy()
+            threshold = tol + 64 * eps * contrast
+            bad.extend((start + np.flatnonzero(estimate > threshold)).tolist())
+            worst = max(worst, float(relative.max()))
+            worst_estimate = max(worst_estimate, float(estimate.max()))
+            worst_threshold = max(worst_threshold, float(threshold.max()))
+        report.worst_residual, report.worst_estimate = worst, worst_estimate
+        report.threshold = worst_threshold
         if bad:
             report.problems.append(
-                f"{len(bad)} samples fail the residual check (first: {bad[0]}; worst residual "
-                f"{worst:.2e} > tol {tol:.0e} + 4 x rounding floor {worst_floor:.1e})"
+                f"{len(bad)} samples fail the residual check (first: sample {bad[0]}; worst "
+                f"preconditioned residual {worst_estimate:.2e} > {worst_threshold:.1e})"
             )
         return report
 
