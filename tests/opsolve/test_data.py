@@ -77,3 +77,20 @@ def test_a_file_of_another_schema_is_refused(tmp_path):
     (root / "data" / "train" / "dummy.hdf5").write_bytes(b"not hdf5 at all")
     with pytest.raises(UserError, match="not a readable HDF5 file"):
         SteadyDataset(root, "train")
+
+
+def test_fno_benchmark_config_at_full_size(tmp_path):
+    """The real 421 x 421 config (3 samples): generates, verifies, subsamples to 85 and 211."""
+    from datagen.cli import main
+    from datagen.verify import verify_file
+    from tests.conftest import ROOT
+
+    out = tmp_path / "fno"
+    config = ROOT / "configs" / "datagen" / "darcy_fno.yaml"
+    args = ["generate", str(config), "samples.train=2", "samples.valid=0", "samples.test=1"]
+    assert main([*args, f"output.dir={out}", "--no-progress"]) == 0
+    report = verify_file(split_file(out, "darcy_fno_421", "train"))
+    assert report.ok and report.worst_estimate < 1e-6
+    for r, size in ((5, 85), (2, 211)):
+        sample = SteadyDataset(out, "test", subsample=r)[0]
+        assert sample["x"].shape == (1, size, size) and sample["y"].shape == (1, size, size)
