@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from datagen.errors import UserError
+from datagen.errors import SolverFailure, UserError
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -69,6 +69,12 @@ def _info(args: argparse.Namespace) -> int:
     for path in files:
         print(describe_file(path))
     if args.figure:
+        from datagen.schema import check_schema, open_dataset_file
+
+        with open_dataset_file(files[0]) as f:
+            problems = check_schema(f)
+        if problems:
+            raise UserError(f"{files[0]}: cannot plot a file of another schema ({problems[0]})")
         out = plot_samples(files[0], args.figure, count=args.count)
         print(f"figure of {args.count} samples of {files[0].name} saved to {out}")
     return 0
@@ -127,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"datagen: error: {err}", file=sys.stderr)
         return 2
+    except SolverFailure as err:
+        print(f"datagen: solve failed: {err}; finished samples are kept", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("datagen: interrupted; run the same command again to resume", file=sys.stderr)
         return 130

@@ -7,3 +7,10 @@ traceback. Anything else that escapes is a bug and keeps its traceback.
 
 class UserError(Exception):
     """An input error with a one-line message naming what is wrong and what is allowed."""
+
+
+class SolverFailure(Exception):
+    """A solve produced NaN/inf or missed its tolerance; the message names the sample.
+
+    Work finished before it is kept: fixing the cause and re-running resumes.
+    """

@@ -23,7 +23,7 @@ from tqdm import tqdm
 import datagen
 from datagen.config import dump_config
 from datagen.darcy import solve_direct
-from datagen.errors import UserError
+from datagen.errors import SolverFailure, UserError
 from datagen.fields import gaussian_random_field, sample_seed
 from datagen.schema import (
     SPLITS,
@@ -104,9 +104,9 @@ def solve_unit(cfg: DatagenConfig, split: str, start: int, stop: int, device: to
     for k in range(len(indices)):
         u[k], record = solve_direct(a[k], f[k], cfg.face_average)
         if not np.isfinite(record.residual) or not np.all(np.isfinite(u[k])):
-            raise RuntimeError(f"{split} sample {start + k}: the solve produced NaN or inf")
+            raise SolverFailure(f"{split} sample {start + k}: the solve produced NaN or inf")
         if record.residual > cfg.solver.tol:
-            raise RuntimeError(
+            raise SolverFailure(
                 f"{split} sample {start + k}: residual {record.residual:.2e} above tol "
                 f"{cfg.solver.tol:.0e} after a direct solve (ill-conditioned system?)"
             )

@@ -269,3 +269,46 @@ def test_info_prints_a_summary_and_saves_a_figure(small_dataset, tmp_path, capsy
     out = capsys.readouterr().out
     assert "field u: (12, 1, 33, 33) float32" in out and "direct-superlu x12" in out
     assert figure.stat().st_size > 10_000 and figure.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_failed_solve_is_reported_and_finished_work_kept(tmp_path, monkeypatch, capsys):
+    import datagen.generate as gen
+    from datagen.darcy import SolveInfo
+
+    calls = {"n": 0}
+    real = gen.solve_direct
+
+    def flaky(a, f, average):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            return np.full_like(a, np.nan), SolveInfo("direct-superlu", 0, float("nan"), 0.0)
+        return real(a, f, average)
+
+    monkeypatch.setattr(gen, "solve_direct", flaky)
+    out = tmp_path / "nan"
+    args = [
+        "generate",
+        str(SMALL_CONFIG),
+        "resolution=17",
+        "samples.train=6",
+        "samples.valid=0",
+        "samples.test=0",
+        "batch_size=1",
+        f"output.dir={out}",
+        "--no-progress",
+    ]
+    assert main(args) == 3
+    err = capsys.readouterr().err
+    assert "train sample 3: the solve produced NaN or inf" in err and err.count("\n") == 1
+    assert len(list((out / ".partial" / "train").glob("*.npz"))) == 3
+    assert main(args) == 0  # re-run resumes from sample 3
+    assert read_split(out)["u"].shape == (6, 1, 17, 17)
+
+
+def test_info_on_a_foreign_file(tmp_path, capsys):
+    from the_well.utils.dummy_data import write_dummy_data
+
+    path = tmp_path / "dummy.hdf5"
+    write_dummy_data(str(path))
+    assert main(["info", str(path), "--figure", str(tmp_path / "x.png")]) == 2
+    assert "cannot plot a file of another schema" in capsys.readouterr().err
