@@ -85,10 +85,18 @@ class Samples(StrictModel):
 
 
 class Solver(StrictModel):
-    """Linear solver. ``direct``: SciPy SuperLU (the reference until the recycling solver lands)."""
+    """Linear solver.
 
-    method: Literal["direct"] = "direct"
+    ``pcg``: batched conjugate gradients on ``batch_size`` systems at once, preconditioned by a
+    Galerkin multigrid V-cycle (or Jacobi); a sample that misses ``tol`` in ``maxiter``
+    iterations is re-solved directly and marked so. ``direct``: SciPy SuperLU, one by one.
+    ``auto``: ``pcg`` with multigrid (measured fastest, benchmarks/RESULTS.md).
+    """
+
+    method: Literal["auto", "pcg", "direct"] = "auto"
+    preconditioner: Literal["multigrid", "jacobi"] = "multigrid"
     tol: float = Field(1e-8, gt=0.0, lt=1.0, description="required true relative residual")
+    maxiter: Int = Field(500, ge=1, description="CG iterations before the direct fallback")
 
 
 class Output(StrictModel):

@@ -1,0 +1,120 @@
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+import torch
+
+from datagen.darcy import DarcyOperator, assemble
+from datagen.fields import gaussian_random_field, sample_seed
+from datagen.krylov import Jacobi, pcg
+from datagen.multigrid import Multigrid, dense_matrix, galerkin, prolong, restrict
+
+
+def coefficients(count: int, s: int, family: str = "piecewise") -> torch.Tensor:
+    seeds = [sample_seed(9, 0, i) for i in range(count)]
+    if family == "piecewise":
+        field = gaussian_random_field(seeds, s, 2.0, 3.0, "neumann")
+        return torch.where(field >= 0, 12.0, 3.0).double()
+    return torch.exp(gaussian_random_field(seeds, s, 2.5, 7.0, "periodic"))
+
+
+def prolongation_matrix(n: int) -> sp.csr_matrix:
+    """P (n*n, nc*nc) built column by column from `prolong`: an independent assembly."""
+    nc = n // 2
+    cols = []
+    for k in range(nc * nc):
+        e = torch.zeros(1, nc, nc, dtype=torch.float64)
+        e.view(-1)[k] = 1
+        cols.append(prolong(e, (n, n)).reshape(-1).numpy())
+    return sp.csr_matrix(np.stack(cols, axis=1))
+
+
+@pytest.mark.parametrize("n", [7, 8, 15, 16])
+def test_restriction_is_the_transpose_of_prolongation(n):
+    c = torch.randn(3, n // 2, n // 2, dtype=torch.float64)
+    f = torch.randn(3, n, n, dtype=torch.float64)
+    lhs = (prolong(c, (n, n)) * f).sum()
+    rhs = (c * restrict(f)).sum()
+    assert abs(float(lhs - rhs)) < 1e-12 * float(f.abs().sum())
+    # interpolation reproduces constants except next to the (zero) boundary
+    fine = prolong(torch.ones(1, n // 2, n // 2, dtype=torch.float64), (n, n))[0]
+    assert torch.equal(fine[1:-1, 1:-1], torch.ones(n - 2, n - 2, dtype=torch.float64))
+    assert float(fine[0, 0]) == 0.25
+
+
+@pytest.mark.parametrize("s", [11, 12, 19])
+def test_galerkin_by_probing_equals_assembled_triple_product(s):
+    a = coefficients(2, s)
+    n = s - 2
+    op = DarcyOperator.from_coefficient(a)
+    coarse = galerkin(op, 2, (n, n), a)
+    P = prolongation_matrix(n)
+    for k in range(2):
+        expected = (P.T @ assemble(a[k].numpy()) @ P).toarray()
+        got = dense_matrix(coarse.subset(torch.tensor([k])), 1, (n // 2, n // 2), a)[0].numpy()
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-9 * np.abs(expected).max())
+    # and one more level down (9-point input)
+    coarser = galerkin(coarse, 2, (n // 2, n // 2), a)
+    P2 = prolongation_matrix(n // 2)
+    expected = (P2.T @ (P.T @ assemble(a[1].numpy()) @ P) @ P2).toarray()
+    got = dense_matrix(coarser.subset(torch.tensor([1])), 1, (n // 4, n // 4), a)[0].numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-9 * np.abs(expected).max())
+
+
+def test_vcycle_is_symmetric_positive_definite():
+    a = coefficients(2, 33)
+    n = 31
+    mg = Multigrid(DarcyOperator.from_coefficient(a), (n, n), 2, a, coarsest=3)
+    assert len(mg.levels) >= 3
+    matrix = dense_matrix(mg, 2, (n, n), a)
+    assert torch.allclose(matrix, matrix.mT, atol=1e-12 * float(matrix.abs().max()))
+    assert float(torch.linalg.eigvalsh(matrix).min()) > 0
+
+
+@pytest.mark.parametrize("family", ["piecewise", "lognormal"])
+@pytest.mark.parametrize("s", [33, 64, 129])
+def test_multigrid_pcg_matches_direct_solves_in_few_iterations(family, s):
+    a = coefficients(4, s, family)
+    n = s - 2
+    op = DarcyOperator.from_coefficient(a)
+    b = torch.ones(4, n, n, dtype=torch.float64)
+    result = pcg(op, b, preconditioner=Multigrid(op, (n, n), 4, b), tol=1e-10)
+    assert bool(result.converged.all()) and float(result.residual.max()) <= 1e-10
+    assert int(result.iterations.max()) <= 14  # h-independent: 8-12 from 33^2 to 129^2
+    for k in (0, 3):
+        matrix = assemble(a[k].numpy())
+        exact = spla.spsolve(matrix.tocsc(), np.ones(n * n))
+        true_res = np.linalg.norm(1 - matrix @ result.x[k].numpy().ravel()) / n
+        assert abs(true_res - float(result.residual[k])) < 1e-12
+        err = np.abs(result.x[k].numpy().ravel() - exact).max() / np.abs(exact).max()
+        assert err < 1e-7
+
+
+def test_members_converge_independently_and_match_single_solves():
+    a = coefficients(5, 33)
+    op = DarcyOperator.from_coefficient(a)
+    b = torch.randn(5, 31, 31, dtype=torch.float64)
+    b[2] *= 1e-3  # different scales and difficulties
+    batched = pcg(op, b, preconditioner=Jacobi(op.diagonal()), tol=1e-9)
+    assert len(set(batched.iterations.tolist())) > 1
+    for k in range(5):
+        idx = torch.tensor([k])
+        alone = pcg(
+            op.subset(idx), b[idx], preconditioner=Jacobi(op.subset(idx).diagonal()), tol=1e-9
+        )
+        assert int(alone.iterations[0]) == int(batched.iterations[k])
+        torch.testing.assert_close(alone.x[0], batched.x[k], rtol=1e-12, atol=1e-14)
+
+
+def test_warm_start_and_iteration_cap():
+    a = coefficients(2, 33)
+    op = DarcyOperator.from_coefficient(a)
+    b = torch.ones(2, 31, 31, dtype=torch.float64)
+    solved = pcg(op, b, tol=1e-10)
+    again = pcg(op, b, x0=solved.x, tol=1e-9)
+    assert again.iterations.tolist() == [0, 0] and bool(again.converged.all())
+    capped = pcg(op, b, tol=1e-12, maxiter=5)
+    assert capped.iterations.tolist() == [5, 5] and not bool(capped.converged.any())
+    assert float(capped.residual.min()) > 1e-12
+    zero = pcg(op, torch.zeros_like(b), tol=1e-8)  # zero right-hand side: x = 0 at once
+    assert zero.iterations.tolist() == [0, 0] and float(zero.x.abs().max()) == 0.0
