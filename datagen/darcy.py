@@ -85,6 +85,10 @@ class DarcyOperator:
         """The operators of batch members ``index``."""
         return DarcyOperator(self.ax[index], self.ay[index], self.h)
 
+    def to(self, dtype: torch.dtype) -> DarcyOperator:
+        """The same operator with coefficients in ``dtype``."""
+        return DarcyOperator(self.ax.to(dtype), self.ay.to(dtype), self.h)
+
     def diagonal(self) -> torch.Tensor:
         """The diagonal of ``A``: (B, s-2, s-2)."""
         ax, ay = self.ax, self.ay
@@ -161,6 +165,7 @@ def solve_batched(
     preconditioner: str = "multigrid",
     tol: float = 1e-8,
     maxiter: int = 500,
+    cycle_dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, list[SolveInfo]]:
     """Solve a batch of Darcy systems with preconditioned CG on their device, in float64.
 
@@ -168,6 +173,7 @@ def solve_batched(
         a, f: nodal coefficients and forcings, (B, s, s).
         preconditioner: "multigrid" (Galerkin V-cycle, :mod:`datagen.multigrid`) or "jacobi".
         tol: true relative residual to reach; maxiter: CG iteration cap.
+        cycle_dtype: precision of the multigrid V-cycle (CG itself runs in float64).
 
     Returns:
         ``u`` (B, s, s) with zero boundary values and one :class:`SolveInfo` per sample.
@@ -183,7 +189,7 @@ def solve_batched(
     op = DarcyOperator.from_coefficient(a, average)
     rhs = f[..., 1:-1, 1:-1].expand(batch, n, n).contiguous()
     if preconditioner == "multigrid":
-        precond = Multigrid(op, (n, n), batch, rhs)
+        precond = Multigrid(op, (n, n), batch, rhs, dtype=cycle_dtype)
     elif preconditioner == "jacobi":
         precond = Jacobi(op.diagonal())
     else:

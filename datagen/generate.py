@@ -37,6 +37,7 @@ from datagen.schema import (
 from datagen.spec import DatagenConfig
 
 PARTIAL = ".partial"
+AUTO_PCG_FROM = 129  # CPU: SuperLU is faster below this size (benchmarks/RESULTS.md)
 STREAM_COEFFICIENT, STREAM_FORCING = 0, 1
 
 
@@ -99,7 +100,7 @@ def solve_darcy(
     cfg: DatagenConfig, a: np.ndarray, f: np.ndarray, device: torch.device
 ) -> tuple[np.ndarray, list[SolveInfo]]:
     """Solve the systems of one unit with the configured method: u (B, s, s) float64."""
-    if cfg.solver.method == "direct":
+    if choose_method(cfg, device) == "direct":
         solved = [solve_direct(a[k], f[k], cfg.face_average) for k in range(len(a))]
         return np.stack([u for u, _ in solved]), [info for _, info in solved]
     u, info = solve_batched(
@@ -109,8 +110,16 @@ def solve_darcy(
         cfg.solver.preconditioner,
         cfg.solver.tol,
         cfg.solver.maxiter,
+        getattr(torch, cfg.solver.cycle_precision),
     )
     return u.cpu().numpy(), info
+
+
+def choose_method(cfg: DatagenConfig, device: torch.device) -> str:
+    """Resolve ``solver.method: auto``: batched PCG on a GPU or from 129 x 129 nodes up."""
+    if cfg.solver.method != "auto":
+        return cfg.solver.method
+    return "pcg" if device.type == "cuda" or cfg.resolution >= AUTO_PCG_FROM else "direct"
 
 
 def solve_unit(cfg: DatagenConfig, split: str, start: int, stop: int, device: torch.device) -> dict:

@@ -90,13 +90,16 @@ class Solver(StrictModel):
     ``pcg``: batched conjugate gradients on ``batch_size`` systems at once, preconditioned by a
     Galerkin multigrid V-cycle (or Jacobi); a sample that misses ``tol`` in ``maxiter``
     iterations is re-solved directly and marked so. ``direct``: SciPy SuperLU, one by one.
-    ``auto``: ``pcg`` with multigrid (measured fastest, benchmarks/RESULTS.md).
+    ``auto``: ``pcg`` on a GPU or from 129 x 129 nodes up, else ``direct`` (measured fastest,
+    benchmarks/RESULTS.md). ``cycle_precision``: the V-cycle's arithmetic (CG stays float64;
+    float32 halves the cycle's memory traffic at no cost in accuracy).
     """
 
     method: Literal["auto", "pcg", "direct"] = "auto"
     preconditioner: Literal["multigrid", "jacobi"] = "multigrid"
     tol: float = Field(1e-8, gt=0.0, lt=1.0, description="required true relative residual")
     maxiter: Int = Field(500, ge=1, description="CG iterations before the direct fallback")
+    cycle_precision: Literal["float32", "float64"] = "float32"
 
 
 class Output(StrictModel):

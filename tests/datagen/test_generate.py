@@ -267,7 +267,7 @@ def test_info_prints_a_summary_and_saves_a_figure(small_dataset, tmp_path, capsy
     figure = tmp_path / "fig.png"
     assert main(["info", str(small_dataset), "--figure", str(figure), "--count", "2"]) == 0
     out = capsys.readouterr().out
-    assert "field u: (12, 1, 33, 33) float32" in out and "pcg-multigrid x12" in out
+    assert "field u: (12, 1, 33, 33) float32" in out and "direct-superlu x12" in out
     assert figure.stat().st_size > 10_000 and figure.read_bytes()[:4] == b"\x89PNG"
 
 
@@ -352,6 +352,7 @@ def test_unconverged_samples_fall_back_to_direct(tmp_path):
         "samples.train=3",
         "samples.valid=0",
         "samples.test=0",
+        "solver.method=pcg",
         "solver.preconditioner=jacobi",
         "solver.maxiter=3",
         f"output.dir={out}",
@@ -363,3 +364,18 @@ def test_unconverged_samples_fall_back_to_direct(tmp_path):
         assert f["provenance/iterations"][...].tolist() == [3, 3, 3]
         assert f["provenance/residual"][...].max() < 1e-12
     assert verify_file(split_file(out, "darcy_small", "train")).ok
+
+
+def test_auto_method_follows_the_benchmark():
+    import torch
+
+    from datagen.config import validate
+    from datagen.generate import choose_method
+    from datagen.spec import DatagenConfig
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert choose_method(validate(DatagenConfig, {"resolution": 64}), cpu) == "direct"
+    assert choose_method(validate(DatagenConfig, {"resolution": 129}), cpu) == "pcg"
+    assert choose_method(validate(DatagenConfig, {"resolution": 64}), gpu) == "pcg"
+    fixed = validate(DatagenConfig, {"resolution": 421, "solver": {"method": "direct"}})
+    assert choose_method(fixed, cpu) == "direct"

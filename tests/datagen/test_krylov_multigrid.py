@@ -118,3 +118,16 @@ def test_warm_start_and_iteration_cap():
     assert float(capped.residual.min()) > 1e-12
     zero = pcg(op, torch.zeros_like(b), tol=1e-8)  # zero right-hand side: x = 0 at once
     assert zero.iterations.tolist() == [0, 0] and float(zero.x.abs().max()) == 0.0
+
+
+def test_float32_vcycle_preconditions_float64_cg():
+    a = coefficients(4, 129)
+    op = DarcyOperator.from_coefficient(a)
+    b = torch.ones(4, 127, 127, dtype=torch.float64)
+    full = pcg(op, b, preconditioner=Multigrid(op, (127, 127), 4, b), tol=1e-10)
+    mixed = pcg(
+        op, b, preconditioner=Multigrid(op, (127, 127), 4, b, dtype=torch.float32), tol=1e-10
+    )
+    assert bool(mixed.converged.all()) and float(mixed.residual.max()) <= 1e-10
+    assert int(mixed.iterations.max()) <= int(full.iterations.max()) + 1
+    assert mixed.x.dtype == torch.float64

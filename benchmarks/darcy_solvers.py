@@ -1,0 +1,197 @@
+"""Seconds per Darcy system: our batched solvers against the strongest peers, in one run.
+
+Same systems for every solver (``N`` coefficients per size and family, ``f = 1``), same
+requirement: true relative residual ``||b - A x|| / ||b|| <= 1e-8`` (checked for every result).
+
+Peers (CPU, one system at a time, matrix assembled outside the timer):
+- ``superlu``: SciPy SuperLU with the symmetric minimum-degree ordering;
+- ``pyamg``: PyAMG smoothed aggregation as a CG preconditioner, setup included;
+- ``gcrotmk``: SciPy's GCROT(m, k) with its recycled subspace carried from system to system,
+  preconditioned by PyAMG (setup included).
+
+Ours (``datagen``, torch, float64, batched over all ``N`` systems of a size):
+- ``pcg-jacobi``: Jacobi-preconditioned CG from zero (a Krylov baseline without recycling);
+- ``pcg-mg``: CG preconditioned by the Galerkin multigrid V-cycle in float32
+  (``solver.method: pcg``, the default from 129 x 129 up), all systems in one batch;
+- ``pcg-mg-1``: the same, one system at a time (what batching buys);
+- ``pcg-mg-warm``: SKR's sort and warm start without recycling: the systems are ordered by the
+  greedy nearest-neighbour tour (``datagen.sorting``), cut into 4 chains advanced as one batch,
+  each solve starting from the previous solution of its chain (the ablation of warm starts).
+
+Usage: python benchmarks/darcy_solvers.py [--sizes 129 257 513] [--samples 16]
+       [--families piecewise lognormal] [--device cpu|cuda] [--skip pcg-jacobi ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import numpy as np
+import scipy.sparse.linalg as spla
+import torch
+
+from datagen.darcy import DarcyOperator, assemble
+from datagen.fields import gaussian_random_field, sample_seed
+from datagen.krylov import Jacobi, pcg
+from datagen.multigrid import Multigrid
+from datagen.sorting import sort_fields
+
+TOL = 1e-8
+
+
+def coefficients(family: str, size: int, count: int) -> np.ndarray:
+    seeds = [sample_seed(2024, 0, i) for i in range(count)]
+    if family == "piecewise":
+        field = gaussian_random_field(seeds, size, 2.0, 3.0, "neumann").numpy()
+        return np.where(field >= 0, 12.0, 3.0)
+    return np.exp(gaussian_random_field(seeds, size, 2.5, 7.0, "periodic").numpy())
+
+
+def peer_superlu(matrices, b):
+    out = []
+    for m in matrices:
+        start = time.perf_counter()
+        x = spla.splu(m.tocsc(), permc_spec="MMD_AT_PLUS_A").solve(b)
+        out.append((x, time.perf_counter() - start, 0))
+    return out
+
+
+def peer_pyamg(matrices, b):
+    import pyamg
+
+    out = []
+    for m in matrices:
+        start = time.perf_counter()
+        residuals: list[float] = []
+        ml = pyamg.smoothed_aggregation_solver(m)
+        x = ml.solve(b, tol=TOL / 10, accel="cg", maxiter=500, residuals=residuals)
+        out.append((x, time.perf_counter() - start, len(residuals) - 1))
+    return out
+
+
+def peer_gcrotmk(matrices, b):
+    import pyamg
+
+    recycled: list = []
+    out = []
+    for m in matrices:
+        start = time.perf_counter()
+        count = [0]
+        M = pyamg.smoothed_aggregation_solver(m).aspreconditioner(cycle="V")
+        x, info = spla.gcrotmk(
+            m,
+            b,
+            rtol=TOL / 10,
+            atol=0.0,
+            M=M,
+            m=20,
+            k=10,
+            CU=recycled,
+            discard_C=True,
+            maxiter=500,
+            callback=lambda _, count=count: count.__setitem__(0, count[0] + 1),
+        )
+        out.append((x, time.perf_counter() - start, count[0]))
+    return out
+
+
+def ours(a: np.ndarray, preconditioner: str, batch: int, device: str):
+    out = []
+    for lo in range(0, len(a), batch):
+        at = torch.from_numpy(a[lo : lo + batch]).to(device)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        op = DarcyOperator.from_coefficient(at)
+        n = at.shape[-1] - 2
+        rhs = torch.ones(at.shape[0], n, n, dtype=at.dtype, device=device)
+        if preconditioner == "multigrid":
+            precond = Multigrid(op, (n, n), at.shape[0], rhs, dtype=torch.float32)
+        else:
+            precond = Jacobi(op.diagonal())
+        result = pcg(op, rhs, preconditioner=precond, tol=TOL, maxiter=20000)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        share = (time.perf_counter() - start) / at.shape[0]
+        x = result.x.cpu().numpy()
+        out += [(x[k].ravel(), share, int(result.iterations[k])) for k in range(len(x))]
+    return out
+
+
+def ours_warm(a: np.ndarray, chains: int, device: str):
+    """Sorted order in ``chains`` contiguous chains, one batch per step, warm starts."""
+    order = sort_fields(a, method="greedy")
+    length = -(-len(a) // chains)
+    chain_of = [order[c * length : (c + 1) * length] for c in range(chains)]
+    previous: dict[int, torch.Tensor] = {}
+    out: dict[int, tuple] = {}
+    start_all = time.perf_counter()
+    for step in range(length):
+        members = [int(ch[step]) for ch in chain_of if step < len(ch)]
+        at = torch.from_numpy(a[members]).to(device)
+        op = DarcyOperator.from_coefficient(at)
+        n = at.shape[-1] - 2
+        rhs = torch.ones(len(members), n, n, dtype=at.dtype, device=device)
+        x0 = torch.stack([previous.get(c, torch.zeros_like(rhs[0])) for c in range(len(members))])
+        precond = Multigrid(op, (n, n), len(members), rhs, dtype=torch.float32)
+        result = pcg(op, rhs, x0=x0, preconditioner=precond, tol=TOL, maxiter=20000)
+        for c, k in enumerate(members):
+            previous[c] = result.x[c]
+            out[k] = (result.x[c].cpu().numpy().ravel(), int(result.iterations[c]))
+    share = (time.perf_counter() - start_all) / len(a)
+    return [(out[k][0], share, out[k][1]) for k in range(len(a))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[129, 257, 513])
+    parser.add_argument("--samples", type=int, default=16)
+    parser.add_argument("--families", nargs="+", default=["piecewise", "lognormal"])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--skip", nargs="*", default=[])
+    args = parser.parse_args()
+    solvers = {
+        "superlu": lambda a, ms, b: peer_superlu(ms, b),
+        "pyamg": lambda a, ms, b: peer_pyamg(ms, b),
+        "gcrotmk": lambda a, ms, b: peer_gcrotmk(ms, b),
+        "pcg-jacobi": lambda a, ms, b: ours(a, "jacobi", len(a), args.device),
+        "pcg-mg": lambda a, ms, b: ours(a, "multigrid", len(a), args.device),
+        "pcg-mg-1": lambda a, ms, b: ours(a, "multigrid", 1, args.device),
+        "pcg-mg-warm": lambda a, ms, b: ours_warm(a, 4, args.device),
+    }
+    solvers = {k: v for k, v in solvers.items() if k not in args.skip}
+    print(
+        f"# {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"device {args.device}, {args.samples} systems per row"
+    )
+    print(
+        "| family | s | solver | median s/system | mean iterations | worst residual | "
+        "vs best peer |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for family in args.families:
+        for size in args.sizes:
+            a = coefficients(family, size, args.samples)
+            matrices = [assemble(x) for x in a]
+            b = np.ones(matrices[0].shape[0])
+            rows = {}
+            for name, solve in solvers.items():
+                results = solve(a, matrices, b)
+                worst = max(
+                    np.linalg.norm(b - m @ x) / np.linalg.norm(b)
+                    for m, (x, _, _) in zip(matrices, results, strict=True)
+                )
+                seconds = float(np.median([t for _, t, _ in results]))
+                rows[name] = (seconds, np.mean([i for _, _, i in results]), worst)
+            best_peer = min(v[0] for k, v in rows.items() if k in ("superlu", "pyamg", "gcrotmk"))
+            for name, (seconds, its, worst) in rows.items():
+                print(
+                    f"| {family} | {size} | {name} | {seconds:.4f} | {its:.1f} | {worst:.1e} | "
+                    f"{best_peer / seconds:.2f}x |"
+                )
+
+
+if __name__ == "__main__":
+    main()
