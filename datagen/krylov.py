@@ -16,12 +16,17 @@ import torch
 
 @dataclass
 class KrylovResult:
-    """Solutions (B, *grid), iterations (B,), true relative residuals (B,), converged (B,)."""
+    """Solutions (B, *grid), iterations (B,), true relative residuals (B,), converged (B,).
+
+    ``recycle`` (B, k, *grid): Ritz vectors of each ``A`` for the next system of a chain, when
+    :func:`pcg` was asked for them (``ritz > 0``).
+    """
 
     x: torch.Tensor
     iterations: torch.Tensor
     residual: torch.Tensor
     converged: torch.Tensor
+    recycle: torch.Tensor | None = None
 
 
 def _dot(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -32,6 +37,76 @@ def _expand(scalar: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return scalar.reshape(-1, *([1] * (like.ndim - 1)))
 
 
+class Deflation:
+    """Deflation by a recycle space ``W`` (B, k, *grid): CG runs A-orthogonally to span(W).
+
+    Keeps ``AW`` and the Cholesky factor of ``E = W^T A W`` (B, k, k), so projecting a vector
+    costs 2k dot products and k updates and no extra operator application (Saad, Yeung,
+    Erhel, Guyomarc'h, SIAM J. Sci. Comput. 21, 2000).
+    """
+
+    def __init__(self, operator, recycle: torch.Tensor) -> None:
+        self.w = recycle.flatten(2)
+        self.aw = torch.stack([operator(recycle[:, j]) for j in range(recycle.shape[1])], 1)
+        self.aw = self.aw.flatten(2)
+        e = self.w @ self.aw.mT
+        self.chol = torch.linalg.cholesky((e + e.mT) / 2)
+
+    def _coefficients(self, basis: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return torch.cholesky_solve(basis @ v.flatten(1)[..., None], self.chol)
+
+    def start(self, x: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Move ``x`` so that the residual is orthogonal to ``W``; returns (x, r)."""
+        c = self._coefficients(self.w, r)
+        dx = (self.w.mT @ c).reshape(x.shape)
+        dr = (self.aw.mT @ c).reshape(r.shape)
+        return x + dx, r - dr
+
+    def project(self, z: torch.Tensor) -> torch.Tensor:
+        """``z - W E^{-1} (AW)^T z``: the A-orthogonal projection off span(W)."""
+        return z - (self.w.mT @ self._coefficients(self.aw, z)).reshape(z.shape)
+
+    def subset(self, index: torch.Tensor) -> Deflation:
+        new = object.__new__(Deflation)
+        new.w, new.aw, new.chol = self.w[index], self.aw[index], self.chol[index]
+        return new
+
+
+def ritz_vectors(
+    basis: torch.Tensor, applied: torch.Tensor, count: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``count`` Ritz vectors of ``A`` with smallest Ritz values in span(basis).
+
+    Args:
+        basis: (m, N) spanning vectors (recycle space and stored search directions);
+        applied: (m, N), ``A`` applied to each;
+        count: how many to return (at most the numerical rank).
+
+    Returns:
+        ``U`` (count', N) orthonormal Ritz vectors (Rayleigh-Ritz on an orthonormalized basis)
+        and ``A U`` (count', N), with count' <= count the numerical rank if smaller.
+    """
+    # Orthonormalize through the Gram matrix: Q = basis^T V L^{-1/2} on its numerical range.
+    gram_values, gram_vectors = torch.linalg.eigh(basis @ basis.mT)
+    keep = gram_values > 1e-12 * gram_values.max()
+    scale = gram_vectors[:, keep] / gram_values[keep].sqrt()
+    q, aq = basis.mT @ scale, applied.mT @ scale  # (N, r): Q and A Q
+    g = q.mT @ aq
+    values, vectors = torch.linalg.eigh((g + g.mT) / 2)
+    chosen = vectors[:, : min(count, vectors.shape[1])]
+    return (q @ chosen).mT, (aq @ chosen).mT
+
+
+def _refresh(current, basis: torch.Tensor, applied: torch.Tensor, count: int):
+    """Rayleigh-Ritz on span(current Ritz vectors, new directions): the new (U, AU)."""
+    if current is not None:
+        basis = torch.cat([current[0], basis])
+        applied = torch.cat([current[1], applied])
+    if basis.shape[0] == 0:
+        return current
+    return ritz_vectors(basis, applied, count)
+
+
 def pcg(
     operator,
     rhs: torch.Tensor,
@@ -39,8 +114,11 @@ def pcg(
     preconditioner=None,
     tol: float = 1e-8,
     maxiter: int = 1000,
+    recycle: torch.Tensor | None = None,
+    ritz: int = 0,
+    directions: int = 40,
 ) -> KrylovResult:
-    """Preconditioned conjugate gradients for a batch of SPD systems.
+    """Preconditioned conjugate gradients for a batch of SPD systems, optionally recycled.
 
     Args:
         operator: ``A`` on (B, *grid); SPD per member; ``subset(index)`` for compaction.
@@ -49,6 +127,11 @@ def pcg(
         preconditioner: SPD ``M^{-1}`` on (B, *grid) with ``subset(index)``; None: identity.
         tol: required true relative residual.
         maxiter: iterations per member before it is reported as not converged.
+        recycle: (B, k, *grid) a recycle space per member (e.g. the previous system's
+            ``result.recycle``): deflated CG (:class:`Deflation`).
+        ritz: if > 0, return this many Ritz vectors of each ``A`` (smallest Ritz values) from
+            the recycle space and the first ``directions`` search directions, for the next
+            system (recycled CG in the manner of Saad et al. 2000 and Parks et al. 2006).
     """
     batch = rhs.shape[0]
     x_all = torch.zeros_like(rhs) if x0 is None else x0.clone()
@@ -57,15 +140,25 @@ def pcg(
     converged = torch.zeros(batch, dtype=torch.bool, device=rhs.device)
     norm_b = torch.linalg.vector_norm(rhs.flatten(1), dim=1).to(torch.float64)
     norm_b = torch.where(norm_b > 0, norm_b, torch.ones_like(norm_b))
+    ritz_out = [None] * batch
 
     active = torch.arange(batch, device=rhs.device)
     A, M = operator, preconditioner
+    D = Deflation(A, recycle) if recycle is not None else None
     b, x = rhs, x_all
     r = b - A(x)
+    if D is not None:
+        x, r = D.start(x, r)
     z = M(r) if M is not None else r
-    p = z
+    p = D.project(z) if D is not None else z
     rz = _dot(r, z)
     its = torch.zeros(batch, dtype=torch.int64, device=rhs.device)
+    store = ritz > 0 and directions > 0
+    saved_p = rhs.new_zeros((batch, directions, rhs[0].numel())) if store else None
+    saved_ap = torch.zeros_like(saved_p) if store else None
+    # Per member: the current Ritz pair (U, AU), refreshed after every `directions` iterations
+    # from span(U, last directions) (Parks et al. 2006); it starts from the recycle space.
+    running: list = [((D.w[i], D.aw[i]) if D is not None else None) for i in range(batch)]
     while active.numel() > 0:
         # Which members claim convergence (recursive residual) or ran out of iterations?
         rel = torch.linalg.vector_norm(r.flatten(1), dim=1).to(torch.float64) / norm_b[active]
@@ -81,7 +174,8 @@ def pcg(
                 r = torch.where(_expand(drift, r), true_r, r)
                 z_new = M(r) if M is not None else r
                 z = torch.where(_expand(drift, z), z_new, z)
-                p = torch.where(_expand(drift, p), z, p)
+                p_new = D.project(z) if D is not None else z
+                p = torch.where(_expand(drift, p), p_new, p)
                 rz = torch.where(drift, _dot(r, z), rz)
             if bool(done.any()):
                 finished = active[done]
@@ -89,6 +183,13 @@ def pcg(
                 iterations[finished] = its[done]
                 residual[finished] = true_rel[done]
                 converged[finished] = true_rel[done] <= tol
+                if store:
+                    for local in torch.nonzero(done).flatten().tolist():
+                        used = int(its[local]) % directions
+                        vectors = _refresh(
+                            running[local], saved_p[local, :used], saved_ap[local, :used], ritz
+                        )
+                        ritz_out[int(active[local])] = vectors[0] if vectors else None
                 keep = ~done
                 active = active[keep]
                 if active.numel() == 0:
@@ -96,17 +197,32 @@ def pcg(
                 index = torch.nonzero(keep).flatten()
                 A = A.subset(index)
                 M = M.subset(index) if M is not None else None
+                D = D.subset(index) if D is not None else None
                 b, x, r, z, p, rz, its = (t[keep] for t in (b, x, r, z, p, rz, its))
+                if store:
+                    saved_p, saved_ap = saved_p[keep], saved_ap[keep]
+                    running = [running[i] for i in index.tolist()]
         Ap = A(p)
+        if store:
+            slot = its % directions
+            rows = torch.arange(len(its), device=its.device)
+            saved_p[rows, slot] = p.flatten(1)
+            saved_ap[rows, slot] = Ap.flatten(1)
+            for local in torch.nonzero(slot == directions - 1).flatten().tolist():
+                running[local] = _refresh(running[local], saved_p[local], saved_ap[local], ritz)
         alpha = rz / _dot(p, Ap)
         x = x + _expand(alpha, x) * p
         r = r - _expand(alpha, r) * Ap
         z = M(r) if M is not None else r
         rz_new = _dot(r, z)
-        p = z + _expand(rz_new / rz, p) * p
+        p = (D.project(z) if D is not None else z) + _expand(rz_new / rz, p) * p
         rz = rz_new
         its = its + 1
-    return KrylovResult(x_all, iterations, residual, converged)
+    recycled = None
+    if ritz > 0 and all(v is not None for v in ritz_out):
+        count = min(v.shape[0] for v in ritz_out)
+        recycled = torch.stack([v[:count] for v in ritz_out]).reshape(batch, count, *rhs.shape[1:])
+    return KrylovResult(x_all, iterations, residual, converged, recycled)
 
 
 class Jacobi:

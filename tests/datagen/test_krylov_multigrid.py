@@ -131,3 +131,57 @@ def test_float32_vcycle_preconditions_float64_cg():
     assert bool(mixed.converged.all()) and float(mixed.residual.max()) <= 1e-10
     assert int(mixed.iterations.max()) <= int(full.iterations.max()) + 1
     assert mixed.x.dtype == torch.float64
+
+
+def smallest_eigenvectors(a: torch.Tensor, k: int):
+    matrix = assemble(a.numpy())
+    values, vectors = spla.eigsh(matrix, k=k, sigma=0, which="LM")
+    n = a.shape[-1] - 2
+    return values, torch.from_numpy(vectors.T.copy()).reshape(1, k, n, n)
+
+
+def test_ritz_vectors_recover_an_invariant_subspace():
+    from datagen.krylov import ritz_vectors
+
+    a = coefficients(1, 24, "lognormal")[0]
+    values, vectors = smallest_eigenvectors(a, 6)
+    op = DarcyOperator.from_coefficient(a[None])
+    mixing = torch.randn(6, 6, dtype=torch.float64)
+    basis = mixing @ vectors[0].flatten(1)  # the same span, scrambled
+    applied = mixing @ torch.stack([op(v[None])[0] for v in vectors[0]]).flatten(1)
+    u, au = ritz_vectors(basis, applied, 3)
+    rayleigh = (u * au).sum(dim=1)
+    np.testing.assert_allclose(rayleigh.numpy(), np.sort(values)[:3], rtol=1e-10)
+    torch.testing.assert_close(u @ u.T, torch.eye(3, dtype=torch.float64), atol=1e-12, rtol=0)
+
+
+def test_deflation_with_exact_eigenvectors_cuts_iterations():
+    a = coefficients(1, 65, "lognormal")
+    op = DarcyOperator.from_coefficient(a)
+    b = torch.ones(1, 63, 63, dtype=torch.float64)
+    plain = pcg(op, b, tol=1e-9, maxiter=5000)
+    _, w = smallest_eigenvectors(a[0], 10)
+    deflated = pcg(op, b, tol=1e-9, maxiter=5000, recycle=w)
+    assert bool(deflated.converged.all()) and float(deflated.residual[0]) <= 1e-9
+    assert int(deflated.iterations[0]) < 0.6 * int(plain.iterations[0])
+    torch.testing.assert_close(deflated.x, plain.x, rtol=1e-7, atol=1e-7 * float(plain.x.max()))
+
+
+def test_recycled_cg_along_a_chain_of_similar_systems():
+    """Ritz vectors of one system deflate the next: SKR's recycling, for SPD systems."""
+    a = coefficients(4, 65, "piecewise")
+    b = torch.ones(1, 63, 63, dtype=torch.float64)
+    recycle, plain_its, recycled_its = None, [], []
+    for k in range(4):
+        op = DarcyOperator.from_coefficient(a[k : k + 1])
+        jacobi = Jacobi(op.diagonal())
+        plain_its.append(int(pcg(op, b, preconditioner=jacobi, tol=1e-8).iterations[0]))
+        result = pcg(op, b, preconditioner=jacobi, tol=1e-8, recycle=recycle, ritz=10)
+        assert bool(result.converged.all())
+        assert result.recycle.shape == (1, 10, 63, 63)
+        gram = result.recycle.flatten(2) @ result.recycle.flatten(2).mT
+        torch.testing.assert_close(gram[0], torch.eye(10, dtype=torch.float64), atol=1e-8, rtol=0)
+        recycle = result.recycle
+        recycled_its.append(int(result.iterations[0]))
+    assert recycled_its[0] == plain_its[0]  # nothing to recycle for the first system
+    assert sum(recycled_its[1:]) < 0.75 * sum(plain_its[1:])
