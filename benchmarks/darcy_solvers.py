@@ -16,7 +16,12 @@ Ours (``datagen``, torch, float64, batched over all ``N`` systems of a size):
 - ``pcg-mg-1``: the same, one system at a time (what batching buys);
 - ``pcg-mg-warm``: SKR's sort and warm start without recycling: the systems are ordered by the
   greedy nearest-neighbour tour (``datagen.sorting``), cut into 4 chains advanced as one batch,
-  each solve starting from the previous solution of its chain (the ablation of warm starts).
+  each solve starting from the previous solution of its chain (the ablation of warm starts);
+- ``rcg-jacobi``: Jacobi-CG recycling 20 Ritz vectors from the previous system of its chain,
+  in the natural (unsorted) order, zero start: recycling without sorting (the SKR ablation);
+- ``skr-jacobi``: sorted chains, warm starts and 20 recycled Ritz vectors (full SKR, for SPD
+  systems: recycled CG instead of GCRO-DR);
+- ``skr-mg``: the same with the multigrid preconditioner (10 Ritz vectors).
 
 Usage: python benchmarks/darcy_solvers.py [--sizes 129 257 513] [--samples 16]
        [--families piecewise lognormal] [--device cpu|cuda] [--skip pcg-jacobi ...]
@@ -120,12 +125,25 @@ def ours(a: np.ndarray, preconditioner: str, batch: int, device: str):
     return out
 
 
-def ours_warm(a: np.ndarray, chains: int, device: str):
-    """Sorted order in ``chains`` contiguous chains, one batch per step, warm starts."""
-    order = sort_fields(a, method="greedy")
+def ours_chains(
+    a: np.ndarray,
+    chains: int,
+    device: str,
+    preconditioner: str,
+    sort: bool,
+    warm: bool,
+    recycle: int,
+):
+    """Solve along ``chains`` contiguous chains of the (sorted) order, one batch per step.
+
+    Each step's batch holds the next system of every chain; a system may start from the
+    previous solution of its chain (``warm``) and be deflated by the Ritz vectors of the
+    previous system (``recycle`` > 0 vectors): SKR's sort + warm start + recycling.
+    """
+    order = sort_fields(a, method="greedy") if sort else np.arange(len(a))
     length = -(-len(a) // chains)
     chain_of = [order[c * length : (c + 1) * length] for c in range(chains)]
-    previous: dict[int, torch.Tensor] = {}
+    x_prev, w_prev = None, None
     out: dict[int, tuple] = {}
     start_all = time.perf_counter()
     for step in range(length):
@@ -134,11 +152,17 @@ def ours_warm(a: np.ndarray, chains: int, device: str):
         op = DarcyOperator.from_coefficient(at)
         n = at.shape[-1] - 2
         rhs = torch.ones(len(members), n, n, dtype=at.dtype, device=device)
-        x0 = torch.stack([previous.get(c, torch.zeros_like(rhs[0])) for c in range(len(members))])
-        precond = Multigrid(op, (n, n), len(members), rhs, dtype=torch.float32)
-        result = pcg(op, rhs, x0=x0, preconditioner=precond, tol=TOL, maxiter=20000)
+        if preconditioner == "multigrid":
+            precond = Multigrid(op, (n, n), len(members), rhs, dtype=torch.float32)
+        else:
+            precond = Jacobi(op.diagonal())
+        x0 = x_prev[: len(members)] if warm and x_prev is not None else None
+        w0 = w_prev[: len(members)] if recycle and w_prev is not None else None
+        result = pcg(
+            op, rhs, x0=x0, preconditioner=precond, tol=TOL, maxiter=20000, recycle=w0, ritz=recycle
+        )
+        x_prev, w_prev = result.x, result.recycle
         for c, k in enumerate(members):
-            previous[c] = result.x[c]
             out[k] = (result.x[c].cpu().numpy().ravel(), int(result.iterations[c]))
     share = (time.perf_counter() - start_all) / len(a)
     return [(out[k][0], share, out[k][1]) for k in range(len(a))]
@@ -159,7 +183,10 @@ def main() -> None:
         "pcg-jacobi": lambda a, ms, b: ours(a, "jacobi", len(a), args.device),
         "pcg-mg": lambda a, ms, b: ours(a, "multigrid", len(a), args.device),
         "pcg-mg-1": lambda a, ms, b: ours(a, "multigrid", 1, args.device),
-        "pcg-mg-warm": lambda a, ms, b: ours_warm(a, 4, args.device),
+        "pcg-mg-warm": lambda a, ms, b: ours_chains(a, 4, args.device, "multigrid", True, True, 0),
+        "rcg-jacobi": lambda a, ms, b: ours_chains(a, 4, args.device, "jacobi", False, False, 20),
+        "skr-jacobi": lambda a, ms, b: ours_chains(a, 4, args.device, "jacobi", True, True, 20),
+        "skr-mg": lambda a, ms, b: ours_chains(a, 4, args.device, "multigrid", True, True, 10),
     }
     solvers = {k: v for k, v in solvers.items() if k not in args.skip}
     print(
