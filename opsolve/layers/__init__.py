@@ -1,0 +1,2 @@
+"""Reusable layers: spectral convolutions (dense, low-rank, Monarch weights) and the multigrid
+V-cycle layer."""

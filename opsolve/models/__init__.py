@@ -1,0 +1,1 @@
+"""Complete operator models, built from :mod:`opsolve.layers`."""
