@@ -10,27 +10,19 @@ from datagen.errors import SolverFailure, UserError
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from datagen.config import load_config
-    from datagen.spec import DatagenConfig
+    from datagen.spec import load_generation_config
 
     overrides = list(args.overrides) + (["output.overwrite=true"] if args.overwrite else [])
-    cfg = load_config(DatagenConfig, args.config, overrides)  # fails fast, before heavy imports
+    cfg = load_generation_config(args.config, overrides)  # fails fast, before heavy imports
     from datagen.generate import generate
 
     summaries = generate(cfg, progress=not args.no_progress)
-    rows = [("split", "samples", "s/sample", "worst residual", "method", "file")]
+    rows = [("split", "samples", "s/sample", "details", "method", "file")]
     for s in summaries:
         methods = ", ".join(f"{m} x{c}" for m, c in s.methods.items())
-        rows.append(
-            (
-                s.split,
-                str(s.samples),
-                f"{s.seconds_per_sample:.4f}",
-                f"{s.worst_residual:.2e}",
-                methods,
-                str(s.path),
-            )
-        )
+        details = s.notes or f"worst residual {s.worst_residual:.2e}"
+        row = (s.split, str(s.samples), f"{s.seconds_per_sample:.4f}", details, methods)
+        rows.append((*row, str(s.path)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
@@ -46,11 +38,7 @@ def _verify(args: argparse.Namespace) -> int:
     for path in dataset_files(args.path):
         report = verify_file(path)
         if report.ok:
-            print(
-                f"OK    {path}: {report.samples} samples; error estimate "
-                f"{report.worst_estimate:.1e} <= {report.threshold:.1e}; plain residual "
-                f"{report.worst_residual:.1e} (at stored precision)"
-            )
+            print(f"OK    {path}: {report.samples} samples; {report.summary}")
         else:
             failed += 1
             print(
@@ -61,8 +49,8 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from datagen.plots import plot_samples
-    from datagen.schema import dataset_files
+    from datagen.plots import plot_samples, plot_trajectories
+    from datagen.schema import TRAJECTORY_FORMAT, dataset_files
     from datagen.verify import describe_file
 
     files = dataset_files(args.path)
@@ -75,7 +63,10 @@ def _info(args: argparse.Namespace) -> int:
             problems = check_schema(f)
         if problems:
             raise UserError(f"{files[0]}: cannot plot a file of another schema ({problems[0]})")
-        out = plot_samples(files[0], args.figure, count=args.count)
+        with open_dataset_file(files[0]) as f:
+            trajectories = f.attrs["opsolve_format"] == TRAJECTORY_FORMAT
+        plot = plot_trajectories if trajectories else plot_samples
+        out = plot(files[0], args.figure, count=args.count)
         print(f"figure of {args.count} samples of {files[0].name} saved to {out}")
     return 0
 

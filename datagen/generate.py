@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +28,8 @@ from datagen.darcy import SolveInfo, solve_batched, solve_direct
 from datagen.errors import SolverFailure, UserError
 from datagen.fields import gaussian_random_field, sample_seed
 from datagen.schema import (
+    FORMAT,
+    FORMATS,
     SPLITS,
     FieldSpec,
     SplitWriter,
@@ -34,7 +38,7 @@ from datagen.schema import (
     write_stats,
     write_text_atomic,
 )
-from datagen.spec import DatagenConfig
+from datagen.spec import DatagenConfig, GenerationConfig
 
 PARTIAL = ".partial"
 AUTO_PCG_FROM = 129  # CPU: SuperLU is faster below this size (benchmarks/RESULTS.md)
@@ -43,7 +47,7 @@ STREAM_COEFFICIENT, STREAM_FORCING = 0, 1
 
 @dataclass
 class SplitSummary:
-    """What one split of a finished generation holds."""
+    """What one split of a finished generation holds (``notes``: problem-specific facts)."""
 
     split: str
     samples: int
@@ -51,6 +55,45 @@ class SplitSummary:
     worst_residual: float
     methods: dict[str, int]
     path: Path
+    notes: str = ""
+
+
+@dataclass
+class Output:
+    """One dataset a recipe writes: its directory, file layout, and where its fields come from.
+
+    Attributes:
+        root: the dataset directory.
+        writer_args: ``split -> SplitWriter`` keyword arguments (all but path and n).
+        fields: stored field name -> key of the unit arrays holding it.
+        stats_fields: fields whose train statistics go into ``stats.yaml``.
+    """
+
+    root: Path
+    writer_args: Callable[[str], dict[str, Any]]
+    fields: dict[str, str]
+    stats_fields: list[str]
+
+
+@dataclass
+class Recipe:
+    """How one problem family plugs into the generic, resumable driver :func:`run_recipe`.
+
+    Attributes:
+        name: dataset name (files ``NAME_SPLIT.hdf5``).
+        sizes: samples per split; batch_size: samples per work unit (one shard file).
+        solve_unit: ``(split, start, stop) -> arrays`` of that unit: the fields and the
+            per-sample diagnostics of the file format.
+        outputs: the datasets written from the shards (the first is ``output.dir``).
+        notes: ``diagnostics of a whole split -> str`` for the summary table.
+    """
+
+    name: str
+    sizes: dict[str, int]
+    batch_size: int
+    solve_unit: Callable[[str, int, int], dict[str, np.ndarray]]
+    outputs: list[Output]
+    notes: Callable[[dict[str, np.ndarray]], str] = lambda diagnostics: ""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -153,17 +196,70 @@ def solve_unit(cfg: DatagenConfig, split: str, start: int, stop: int, device: to
     return unit
 
 
-def _comparable(cfg: DatagenConfig) -> str:
+def darcy_recipe(cfg: DatagenConfig, device: torch.device) -> Recipe:
+    """The Darcy problem as a :class:`Recipe`."""
+    c, g = cfg.coefficient, cfg.forcing
+    s = cfg.resolution
+
+    def writer_args(split: str) -> dict[str, Any]:
+        return dict(
+            fields=[
+                FieldSpec("a"),
+                FieldSpec("f", sample_varying=g.kind == "random"),
+                FieldSpec("u", time_varying=True),
+            ],
+            steps=1,
+            size=(s, s),
+            dataset_name=cfg.name,
+            attrs={"problem": cfg.problem, "split": split, "face_average": cfg.face_average},
+            parameters={
+                "coefficient_alpha": c.alpha,
+                "coefficient_tau": c.tau,
+                "forcing_value": g.value,
+            },
+            provenance=provenance(cfg, solver_tol=cfg.solver.tol),
+            dtype=cfg.storage_dtype,
+        )
+
+    fields = {"a": "a", "f": "f", "u": "u"}
+    return Recipe(
+        name=cfg.name,
+        sizes=cfg.samples.model_dump(),
+        batch_size=cfg.batch_size,
+        solve_unit=lambda split, start, stop: solve_unit(cfg, split, start, stop, device),
+        outputs=[Output(Path(cfg.output.dir), writer_args, fields, list(fields))],
+    )
+
+
+def provenance(cfg: GenerationConfig, **extra: Any) -> dict[str, Any]:
+    """Attributes of a file's ``provenance/`` group."""
+    return {
+        "config": dump_config(cfg),
+        "package_version": datagen.__version__,
+        "seed": cfg.seed,
+        "created_unix": time.time(),
+        **extra,
+    }
+
+
+def _comparable(cfg: GenerationConfig) -> str:
     """The config as it decides the data (the overwrite flag does not)."""
     data = cfg.model_dump(mode="json")
     data["output"].pop("overwrite")
     return yaml.safe_dump(data, sort_keys=True)
 
 
-def prepare_output(cfg: DatagenConfig) -> Path:
-    """Check the output directory before any work; returns the shard directory."""
+def prepare_output(cfg: GenerationConfig, roots: list[Path] | None = None) -> Path:
+    """Check the output directory before any work; returns the shard directory.
+
+    ``roots``: every dataset directory the run writes (default: ``output.dir``).
+    """
     root = Path(cfg.output.dir)
-    existing = [split_file(root, cfg.name, s) for s in SPLITS] + [root / "config.yaml"]
+    existing = [
+        path
+        for target in roots or [root]
+        for path in [*(split_file(target, cfg.name, s) for s in SPLITS), target / "config.yaml"]
+    ]
     if not cfg.output.overwrite and any(p.exists() for p in existing):
         raise UserError(
             f"{root} already holds a dataset; "
@@ -190,89 +286,84 @@ def prepare_output(cfg: DatagenConfig) -> Path:
     return work
 
 
-def generate(cfg: DatagenConfig, progress: bool = True) -> list[SplitSummary]:
+def generate(cfg: GenerationConfig, progress: bool = True) -> list[SplitSummary]:
     """Run a generation end to end (or resume one); returns a summary per non-empty split."""
     device = resolve_device(cfg.device)
-    work = prepare_output(cfg)
-    root = Path(cfg.output.dir)
+    if cfg.problem == "navier_stokes":
+        from datagen.navier_stokes_data import navier_stokes_recipe
+
+        recipe = navier_stokes_recipe(cfg, device, progress)
+    else:
+        recipe = darcy_recipe(cfg, device)
+    return run_recipe(cfg, recipe, progress)
+
+
+def run_recipe(cfg: GenerationConfig, recipe: Recipe, progress: bool = True) -> list[SplitSummary]:
+    """The resumable driver: solve unit by unit into shards, then assemble the split files."""
+    work = prepare_output(cfg, [out.root for out in recipe.outputs])
     units = [
-        (split, start, min(start + cfg.batch_size, getattr(cfg.samples, split)))
-        for split in SPLITS
-        for start in range(0, getattr(cfg.samples, split), cfg.batch_size)
+        (split, start, min(start + recipe.batch_size, n))
+        for split, n in recipe.sizes.items()
+        for start in range(0, n, recipe.batch_size)
     ]
     shard = {u: work / u[0] / f"{u[1]:08d}-{u[2]:08d}.npz" for u in units}
     done = sum(u[2] - u[1] for u in units if shard[u].exists())
     total = sum(u[2] - u[1] for u in units)
-    desc = f"{cfg.name} s={cfg.resolution}"
-    with tqdm(total=total, initial=done, desc=desc, unit="sample", disable=not progress) as bar:
+    bar = tqdm(total=total, initial=done, desc=recipe.name, unit="sample", disable=not progress)
+    with bar:
         for unit in units:
             if shard[unit].exists():
                 continue
-            arrays = solve_unit(cfg, *unit, device)
+            arrays = recipe.solve_unit(*unit)
             shard[unit].parent.mkdir(parents=True, exist_ok=True)
             tmp = shard[unit].with_name(shard[unit].name + ".tmp.npz")
             np.savez(tmp, **arrays)
             tmp.replace(shard[unit])
             bar.update(unit[2] - unit[1])
-            bar.set_postfix(worst_residual=f"{arrays['residual'].max():.1e}")
-    summaries = [
-        _assemble_split(cfg, split, [u for u in units if u[0] == split], shard)
-        for split in SPLITS
-        if getattr(cfg.samples, split) > 0
-    ]
-    if cfg.samples.train > 0:
-        fields = ["a", "f", "u"]
-        write_stats(root, field_statistics(split_file(root, cfg.name, "train"), fields))
-    write_text_atomic(root / "config.yaml", dump_config(cfg))
+            if "residual" in arrays:
+                bar.set_postfix(worst_residual=f"{arrays['residual'].max():.1e}")
+    summaries = []
+    for number, out in enumerate(recipe.outputs):
+        for split, n in recipe.sizes.items():
+            if n > 0:
+                split_units = [u for u in units if u[0] == split]
+                summary = _assemble_split(recipe, out, split, n, split_units, shard)
+                if number == 0:
+                    summaries.append(summary)
+        if recipe.sizes.get("train", 0) > 0:
+            train = split_file(out.root, recipe.name, "train")
+            write_stats(out.root, field_statistics(train, out.stats_fields))
+        write_text_atomic(out.root / "config.yaml", dump_config(cfg))
     shutil.rmtree(work)
     return summaries
 
 
-def _assemble_split(cfg: DatagenConfig, split: str, units: list, shard: dict) -> SplitSummary:
-    """Write one split file from its shards (temporary name, then rename)."""
-    n = getattr(cfg.samples, split)
-    s = cfg.resolution
-    path = split_file(cfg.output.dir, cfg.name, split)
-    c, g = cfg.coefficient, cfg.forcing
-    writer = SplitWriter(
-        path,
-        fields=[
-            FieldSpec("a"),
-            FieldSpec("f", sample_varying=g.kind == "random"),
-            FieldSpec("u", time_varying=True),
-        ],
-        n=n,
-        steps=1,
-        size=(s, s),
-        dataset_name=cfg.name,
-        attrs={"problem": cfg.problem, "split": split, "face_average": cfg.face_average},
-        parameters={
-            "coefficient_alpha": c.alpha,
-            "coefficient_tau": c.tau,
-            "forcing_value": g.value,
-        },
-        provenance={
-            "config": dump_config(cfg),
-            "package_version": datagen.__version__,
-            "seed": cfg.seed,
-            "solver_tol": cfg.solver.tol,
-            "created_unix": time.time(),
-        },
-        dtype=cfg.storage_dtype,
-    )
-    seconds, residual, methods = [], [], {}
+def _assemble_split(
+    recipe: Recipe, out: Output, split: str, n: int, units: list, shard: dict
+) -> SplitSummary:
+    """Write one split file of ``out`` from its shards (temporary name, then rename)."""
+    path = split_file(out.root, recipe.name, split)
+    args = out.writer_args(split)
+    writer = SplitWriter(path, n=n, **args)
+    diagnostic_keys = [*FORMATS[args.get("file_format", FORMAT)], "method"]
+    collected: dict[str, list] = {key: [] for key in diagnostic_keys}
     try:
         for unit in units:
             with np.load(shard[unit]) as data:
-                arrays = {k: data[k] for k in data.files}
-            arrays["method"] = arrays["method"].astype(object)
-            writer.write(unit[1], arrays)
-            seconds.extend(arrays["seconds"])
-            residual.extend(arrays["residual"])
-            for m in arrays["method"]:
-                methods[m] = methods.get(m, 0) + 1
+                arrays = {name: data[key] for name, key in out.fields.items()}
+                diagnostics = {key: data[key] for key in diagnostic_keys}
+            diagnostics["method"] = diagnostics["method"].astype(object)
+            writer.write(unit[1], {**arrays, **diagnostics})
+            for key, value in diagnostics.items():
+                collected[key].extend(value)
         writer.commit()
     except BaseException:
         writer.abort()
         raise
-    return SplitSummary(split, n, float(np.mean(seconds)), float(np.max(residual)), methods, path)
+    methods: dict[str, int] = {}
+    for m in collected["method"]:
+        methods[m] = methods.get(m, 0) + 1
+    merged = {k: np.asarray(v) for k, v in collected.items()}
+    worst = float(np.max(merged["residual"])) if "residual" in merged else float("nan")
+    seconds = float(np.mean(merged["seconds"]))
+    return SplitSummary(split, n, seconds, worst, methods, path, recipe.notes(merged))

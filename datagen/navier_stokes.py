@@ -420,16 +420,59 @@ def residual(
     nu: float,
     drag: float = 0.0,
 ) -> torch.Tensor:
-    """PDE residual of a trajectory, time derivative by central differences of its frames.
+    """PDE residual of a trajectory, the time derivative taken from the frames themselves.
 
-    ``r_j = (w_{j+1} - w_{j-1}) / (t_{j+1} - t_{j-1}) - (-u . grad w_j + nu Laplace w_j
-    - mu w_j + f)`` at the interior frames; the spatial terms are spectral (2/3 rule) on the
-    frames' grid. frames (B, R, n, n), times (R,), forcing (n, n) -> (B, R - 2, n, n).
+    ``r_j = D_t w_j - (-u . grad w_j + nu Laplace w_j - mu w_j + f)`` with ``D_t`` the
+    fourth-order central difference ``(w_{j-2} - 8 w_{j-1} + 8 w_{j+1} - w_{j+2}) / (12 dt)``
+    on evenly spaced records (second order ``(w_{j+1} - w_{j-1}) / (2 dt)`` with fewer than
+    five frames); the spatial terms are spectral (2/3 rule) on the frames' grid.
+    frames (B, R, n, n), times (R,) evenly spaced, forcing (n, n) -> (B, R - 2 h, n, n),
+    ``h = 2`` (or 1).
     """
-    n = frames.shape[-1]
+    n, count = frames.shape[-1], frames.shape[1]
+    if count < 3:
+        raise UserError(f"a residual needs at least 3 frames, got {count}")
+    spacing = torch.diff(times.double())
+    if float((spacing - spacing.mean()).abs().max()) > 1e-6 * float(spacing.mean()):
+        raise UserError("the residual needs evenly spaced record times")
+    dt = float(spacing.mean())
+    if count >= 5:
+        h = 2
+        rate = (frames[:, :-4] - 8 * frames[:, 1:-3] + 8 * frames[:, 3:-1] - frames[:, 4:]) / (
+            12 * dt
+        )
+    else:
+        h = 1
+        rate = (frames[:, 2:] - frames[:, :-2]) / (2 * dt)
     grid = spectral_grid(n, frames.dtype, frames.device)
-    w_hat = to_spectral(frames[:, 1:-1])
+    w_hat = to_spectral(frames[:, h:-h])
     f_hat = grid.keep * to_spectral(forcing.to(frames))
     rhs = nonlinear_term(w_hat, f_hat, grid) + linear_symbol(grid, nu, drag) * w_hat
-    span = (times[2:] - times[:-2]).to(frames).reshape(1, -1, 1, 1)
-    return (frames[:, 2:] - frames[:, :-2]) / span - to_grid(rhs, n)
+    return rate - to_grid(rhs, n)
+
+
+def relative_residual(
+    frames: torch.Tensor,
+    times: torch.Tensor,
+    forcing: torch.Tensor,
+    nu: float,
+    drag: float = 0.0,
+    band: float = 0.25,
+) -> torch.Tensor:
+    """``||P r|| / ||w_t||`` per trajectory (L2 over space and time): (B,).
+
+    ``P`` keeps the modes ``|k_x|, |k_y| <= band * n``. Stored frames are a spectral truncation
+    of a finer solve; the advection of the truncated field misses the transfer from the
+    discarded modes, which lands near the stored grid's cutoff. On the lower half of the band
+    that closure error is small (measured 2e-4 to 2e-3 on our data, against 0.06 on the whole
+    band of a 32 -> 16 truncation), while a wrong viscosity or forcing still shows in full.
+    """
+    r = residual(frames, times, forcing, nu, drag)
+    n = frames.shape[-1]
+    grid = spectral_grid(n, frames.dtype, frames.device)
+    low = (grid.kx.abs() <= band * n) & (grid.ky.abs() <= band * n)
+    r = to_grid(to_spectral(r) * low, n)
+    h = (frames.shape[1] - r.shape[1]) // 2
+    dt = float(times[1] - times[0])
+    rate = (frames[:, h + 1 : frames.shape[1] - h + 1] - frames[:, h - 1 : -h - 1]) / (2 * dt)
+    return r.flatten(1).norm(dim=1) / rate.flatten(1).norm(dim=1).clamp(min=1e-30)

@@ -24,9 +24,15 @@ Each HDF5 file follows The Well's schema (PolymathicAI/the_well, docs/data_forma
 A steady problem is a trajectory of one step: the solution ``u`` is (traj, 1, s, s); the
 coefficient ``a`` and the forcing ``f`` are not time varying.
 
+A time-dependent problem (format :data:`TRAJECTORY_FORMAT`, e.g. Navier-Stokes) stores its
+trajectories as (traj, time, x, y) with the record times in ``dimensions/time``; constant
+fields (the forcing) as (x, y).
+
 Our group ``provenance/`` holds the config as YAML (attr ``config``), the package version, the
-seed, and per-sample solver diagnostics: ``iterations``, ``residual`` (true relative residual in
-float64 at solve time), ``seconds``, ``method``, ``sort_position``, ``sample_index``, ``seed``.
+seed, and per-sample diagnostics. Steady files: ``iterations``, ``residual`` (true relative
+residual in float64 at solve time), ``seconds``, ``method``, ``sort_position``,
+``sample_index``, ``seed``. Trajectory files: ``steps``, ``max_cfl``, ``seconds``, ``method``
+(the time-stepping scheme), ``sample_index``, ``seed``.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ import yaml
 from datagen.errors import UserError
 
 FORMAT = "opsolve-steady-1"
+TRAJECTORY_FORMAT = "opsolve-trajectory-1"
 SPLITS = ("train", "valid", "test")
 WELL_FIELD_GROUPS = ("t0_fields", "t1_fields", "t2_fields")
 DIAGNOSTICS = {
@@ -55,6 +62,15 @@ DIAGNOSTICS = {
     "sample_index": np.int64,
     "seed": np.uint64,
 }
+TRAJECTORY_DIAGNOSTICS = {
+    "steps": np.int64,
+    "max_cfl": np.float64,
+    "seconds": np.float64,
+    "sample_index": np.int64,
+    "seed": np.uint64,
+}
+# Per-sample provenance datasets of each format (plus the string dataset ``method``).
+FORMATS = {FORMAT: DIAGNOSTICS, TRAJECTORY_FORMAT: TRAJECTORY_DIAGNOSTICS}
 STRING = h5py.string_dtype()
 
 
@@ -103,6 +119,11 @@ class SplitWriter:
         provenance: attrs of ``provenance/`` (config YAML text, version, seed, ...).
         dtype: storage dtype of the fields.
         bc_type: WALL, OPEN or PERIODIC for both axes.
+        time: (steps,) time coordinates (default zeros).
+        coords: (s,) coordinates per spatial axis (default ``linspace(0, 1, s)``, the nodes of
+            a grid that includes the boundary; a periodic grid passes ``arange(s) / s``).
+        file_format: :data:`FORMAT` (steady) or :data:`TRAJECTORY_FORMAT`; decides the
+            per-sample diagnostics in ``provenance/`` (:data:`FORMATS`).
     """
 
     def __init__(
@@ -120,6 +141,8 @@ class SplitWriter:
         dtype: str = "float32",
         bc_type: str = "WALL",
         time: np.ndarray | None = None,
+        coords: np.ndarray | None = None,
+        file_format: str = FORMAT,
     ) -> None:
         self.path = path
         self.tmp = path.with_name(path.name + ".partial")
@@ -132,7 +155,7 @@ class SplitWriter:
             n_spatial_dims=2,
             n_trajectories=n,
             simulation_parameters=list(parameters),
-            opsolve_format=FORMAT,
+            opsolve_format=file_format,
             **parameters,
             **attrs,
         )
@@ -140,8 +163,8 @@ class SplitWriter:
         dims.attrs["spatial_dims"] = ["x", "y"]
         coords = {
             "time": np.zeros(steps) if time is None else np.asarray(time, dtype=np.float64),
-            "x": np.linspace(0.0, 1.0, size[0]),
-            "y": np.linspace(0.0, 1.0, size[1]),
+            "x": np.linspace(0.0, 1.0, size[0]) if coords is None else coords,
+            "y": np.linspace(0.0, 1.0, size[1]) if coords is None else coords,
         }
         for key, value in coords.items():
             ds = dims.create_dataset(key, data=value.astype(np.float32))
@@ -180,7 +203,7 @@ class SplitWriter:
             )
         prov = f.create_group("provenance")
         prov.attrs.update(provenance)
-        for key, kind in DIAGNOSTICS.items():
+        for key, kind in FORMATS[file_format].items():
             prov.create_dataset(key, shape=(n,), dtype=kind)
         prov.create_dataset("method", shape=(n,), dtype=STRING)
 
@@ -251,8 +274,9 @@ def _check_schema(f: h5py.File, problems: list[str]) -> None:
         for name in f.attrs["simulation_parameters"]:
             if name not in f.attrs:
                 problems.append(f"simulation parameter {name!r} has no root attribute")
-    if f.attrs.get("opsolve_format") != FORMAT:
-        problems.append(f"root attribute 'opsolve_format' is not {FORMAT!r}")
+    file_format = f.attrs.get("opsolve_format")
+    if file_format not in FORMATS:
+        problems.append(f"root attribute 'opsolve_format' is not one of {', '.join(FORMATS)}")
     for group in ("dimensions", "boundary_conditions", "scalars", *WELL_FIELD_GROUPS, "provenance"):
         if group not in f:
             problems.append(f"group {group!r} missing")
@@ -305,7 +329,7 @@ def _check_schema(f: h5py.File, problems: list[str]) -> None:
             if ds.dtype.kind != "f":
                 problems.append(f"{group}/{name} is {ds.dtype}, expected floating point")
     prov = f["provenance"]
-    for key in [*DIAGNOSTICS, "method"]:
+    for key in [*FORMATS[file_format], "method"]:
         if key not in prov:
             problems.append(f"provenance/{key} missing")
         elif prov[key].shape != (n,):

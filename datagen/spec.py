@@ -6,7 +6,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from datagen.config import Int, StrictModel
+from datagen.config import Int, StrictModel, apply_overrides, read_yaml, validate
+from datagen.errors import UserError
 
 SPLITS = ("train", "valid", "test")
 
@@ -127,3 +128,109 @@ class DatagenConfig(StrictModel):
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     storage_dtype: Literal["float32", "float64"] = "float32"
     output: Output = Output()
+
+
+class InitialVorticity(StrictModel):
+    """Initial vorticity: a periodic GRF (covariance as :class:`RandomField`) times ``scale``."""
+
+    alpha: float = Field(2.5, gt=1.0)
+    tau: float = Field(7.0, gt=0.0)
+    scale: float = Field(1.0, gt=0.0)
+
+
+class VorticityForcing(StrictModel):
+    """Vorticity source ``f``.
+
+    ``fno``: ``amplitude (sin(2 pi k (x + y)) + cos(2 pi k (x + y)))`` (the FNO benchmark:
+    0.1, k = 1); ``kolmogorov``: ``amplitude sin(2 pi k y)``; ``none``: unforced.
+    """
+
+    kind: Literal["fno", "kolmogorov", "none"] = "fno"
+    amplitude: float = 0.1
+    wavenumber: Int = Field(1, ge=1)
+
+
+class TimeStepping(StrictModel):
+    """Time integration and records.
+
+    The run starts at t = 0, integrates without recording up to ``start`` (warm-up), then
+    records ``records`` snapshots evenly on ``(start, end]``, plus ``start`` itself when
+    ``include_start``. ``scheme``: ``heun_cn`` (Crank-Nicolson / Heun, second order, the FNO
+    and torch-cfd scheme) or ``ifrk4`` (integrating-factor RK4, fourth order). Without
+    ``adaptive``, a CFL number ``dt n max(|u| + |v|)`` above ``cfl_max`` at a record stops the
+    run; with it, each sample takes the largest steps ``<= dt`` that keep it below ``cfl_max``.
+    """
+
+    dt: float = Field(1e-4, gt=0.0)
+    start: float = Field(0.0, ge=0.0)
+    end: float = Field(50.0, gt=0.0)
+    records: Int = Field(50, ge=1)
+    include_start: bool = True
+    scheme: Literal["heun_cn", "ifrk4"] = "heun_cn"
+    adaptive: bool = False
+    cfl_max: float = Field(0.8, gt=0.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TimeStepping:
+        if self.end <= self.start:
+            raise ValueError(f"end ({self.end}) must be after start ({self.start})")
+        return self
+
+    def record_times(self) -> list[float]:
+        step = (self.end - self.start) / self.records
+        first = 0 if self.include_start else 1
+        return [self.start + j * step for j in range(first, self.records + 1)]
+
+
+class NavierStokesConfig(StrictModel):
+    """A Navier-Stokes generation config (2-D vorticity on the periodic unit torus).
+
+    ``resolution`` is the solve grid, ``store_resolution`` the stored one (spectral
+    truncation); ``store_fine`` also writes the solve grid to ``<output.dir>_<resolution>``.
+    """
+
+    problem: Literal["navier_stokes"] = "navier_stokes"
+    name: str = Field("ns", pattern=r"^[A-Za-z0-9_.-]+$")
+    resolution: Int = Field(256, ge=8, le=4096)
+    store_resolution: Int = Field(64, ge=8, le=4096)
+    store_fine: bool = False
+    samples: Samples = Samples()
+    seed: Int = Field(0, ge=0, lt=2**63)
+    viscosity: float = Field(1e-3, gt=0.0)
+    drag: float = Field(0.0, ge=0.0)
+    initial: InitialVorticity = InitialVorticity()
+    forcing: VorticityForcing = VorticityForcing()
+    time: TimeStepping = TimeStepping()
+    batch_size: Int = Field(16, ge=1, le=4096)
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    precision: Literal["float32", "float64"] = "float32"
+    storage_dtype: Literal["float32", "float64"] = "float32"
+    output: Output = Output(dir="runs/data/ns")
+
+    @model_validator(mode="after")
+    def _grids(self) -> NavierStokesConfig:
+        for key in ("resolution", "store_resolution"):
+            if getattr(self, key) % 2:
+                raise ValueError(f"{key} must be even (real FFT grid), got {getattr(self, key)}")
+        if self.store_resolution > self.resolution:
+            raise ValueError(
+                f"store_resolution ({self.store_resolution}) must not exceed the solve "
+                f"resolution ({self.resolution})"
+            )
+        return self
+
+
+PROBLEMS = {"darcy": DatagenConfig, "navier_stokes": NavierStokesConfig}
+GenerationConfig = DatagenConfig | NavierStokesConfig
+
+
+def load_generation_config(path: str, overrides: list[str] | None = None) -> GenerationConfig:
+    """Read a generation config, pick its schema by ``problem`` (default darcy), validate."""
+    data = apply_overrides(read_yaml(path), list(overrides or []))
+    problem = data.get("problem", "darcy")
+    if problem not in PROBLEMS:
+        raise UserError(
+            f"{path}: problem: {problem!r} is not allowed; expected one of "
+            + ", ".join(repr(p) for p in PROBLEMS)
+        )
+    return validate(PROBLEMS[problem], data, source=str(path))

@@ -14,6 +14,7 @@ from datagen.errors import UserError
 from datagen.schema import (
     FORMAT,
     SPLITS,
+    TRAJECTORY_FORMAT,
     check_schema,
     field_statistics,
     open_dataset_file,
@@ -130,6 +131,108 @@ class SteadyDataset(Dataset):
         return state
 
 
+class TrajectoryDataset(Dataset):
+    """Windows of stored trajectories: ``input_steps`` frames in, ``output_steps`` frames out.
+
+    ``ds[i]`` is ``{"x": (input_steps, s', s'), "y": (output_steps, s', s')}`` (float32,
+    frames as channels: the FNO-2D-in-time convention; a space-time model adds its own axis),
+    from a :data:`datagen.schema.TRAJECTORY_FORMAT` file (e.g. Navier-Stokes vorticity).
+    Window ``i`` of trajectory ``k`` starts at record ``i * stride``; a trajectory of ``R``
+    records gives ``(R - input_steps - output_steps) // stride + 1`` windows. The FNO protocol
+    is ``input_steps=10, output_steps=T - 10`` with one window per trajectory (``stride`` large).
+
+    Args:
+        root: dataset directory; split: "train", "valid" or "test".
+        input_steps, output_steps: frames per window (>= 1 each).
+        stride: records between window starts (>= 1).
+        subsample: spatial stride (periodic grid: ``s' = s // subsample``).
+        field: the time-varying field (default ``vorticity``).
+        normalize: z-score with the train split's mean and std of the field (``stats.yaml``).
+        limit: use only the first ``limit`` trajectories.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        input_steps: int = 10,
+        output_steps: int = 10,
+        stride: int = 1,
+        subsample: int = 1,
+        field: str = "vorticity",
+        normalize: bool = False,
+        limit: int | None = None,
+    ) -> None:
+        for key, value in (
+            ("input_steps", input_steps),
+            ("output_steps", output_steps),
+            ("stride", stride),
+            ("subsample", subsample),
+        ):
+            if not isinstance(value, int) or value < 1:
+                raise UserError(f"{key} must be an integer >= 1, got {value!r}")
+        if split not in SPLITS:
+            raise UserError(f"split {split!r} is not one of {', '.join(SPLITS)}")
+        self.root = Path(root)
+        files = sorted((self.root / "data" / split).glob("*.hdf5"))
+        if not files:
+            raise UserError(f"{self.root}: no {split} file under {self.root / 'data' / split}")
+        self.path = files[0]
+        with open_dataset_file(self.path) as f:
+            if f.attrs.get("opsolve_format") != TRAJECTORY_FORMAT or check_schema(f):
+                problem = (check_schema(f) or ["not a trajectory file"])[0]
+                raise UserError(f"{self.path}: not an {TRAJECTORY_FORMAT} file ({problem})")
+            if field not in f["t0_fields"]:
+                names = ", ".join(str(k) for k in f["t0_fields"].attrs["field_names"])
+                raise UserError(f"field {field!r} is not in {self.path} (has {names})")
+            shape = f["t0_fields"][field].shape
+            self.times = np.asarray(f["dimensions"]["time"][...], dtype=np.float64)
+        self.trajectories = shape[0] if limit is None else min(shape[0], int(limit))
+        self.records, self.size = shape[1], shape[-1]
+        span = input_steps + output_steps
+        if span > self.records:
+            raise UserError(
+                f"input_steps + output_steps = {span} exceeds the {self.records} records "
+                f"per trajectory of {self.path}"
+            )
+        self.per_trajectory = (self.records - span) // stride + 1
+        self.input_steps, self.output_steps, self.stride = input_steps, output_steps, stride
+        self.subsample, self.field = subsample, field
+        self.shift, self.scale = 0.0, 1.0
+        if normalize:
+            stats = load_statistics(self.root)
+            self.shift = float(stats["mean"][field])
+            self.scale = float(stats["std"][field]) or 1.0
+        self._file: h5py.File | None = None
+        self._pid = -1
+
+    def __len__(self) -> int:
+        return self.trajectories * self.per_trajectory
+
+    def window(self, index: int) -> tuple[int, int]:
+        """(trajectory, first record) of window ``index``."""
+        return index // self.per_trajectory, (index % self.per_trajectory) * self.stride
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"window {index} out of range for {len(self)} windows")
+        if self._file is None or self._pid != os.getpid():  # reopen in DataLoader workers
+            self._file = h5py.File(self.path, "r")
+            self._pid = os.getpid()
+        traj, first = self.window(index)
+        r = self.subsample
+        stop = first + self.input_steps + self.output_steps
+        data = self._file["t0_fields"][self.field][traj, first:stop, ::r, ::r]
+        data = (np.asarray(data, dtype=np.float32) - self.shift) / self.scale
+        frames = torch.from_numpy(data)
+        return {"x": frames[: self.input_steps], "y": frames[self.input_steps :]}
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_file"] = None
+        return state
+
+
 def load_statistics(root: str | Path) -> dict:
     """Normalization statistics of a dataset (``root/stats.yaml``), computed once if missing."""
     root = Path(root)
@@ -145,4 +248,4 @@ def load_statistics(root: str | Path) -> dict:
     return stats
 
 
-__all__ = ["SteadyDataset", "load_statistics", "split_file"]
+__all__ = ["SteadyDataset", "TrajectoryDataset", "load_statistics", "split_file"]
