@@ -1,0 +1,136 @@
+"""The ``opsolve`` command: train operators from configs and evaluate trained runs.
+
+User errors (config, data, run directory) are one line on stderr and exit status 2; a diverged
+training (NaN/inf) is one line and exit status 3. Under ``torchrun`` only rank 0 prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from datagen.errors import UserError
+
+
+def _rank() -> int:
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from opsolve.train.config import load_train_config
+
+    cfg = load_train_config(args.config, args.overrides)  # fails fast, before heavy imports
+    from opsolve.train.trainer import train
+
+    result = train(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    if _rank() == 0:
+        print(f"run written to {cfg.output.dir}")
+        if "valid_l2" in result:
+            print(
+                f"final epoch {result['epoch']}: valid_l2 {result['valid_l2']:.4e}, "
+                f"valid_h1 {result['valid_h1']:.4e}; best epoch {result['best_epoch']}"
+            )
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from opsolve.evaluate import evaluate_run
+
+    report = evaluate_run(
+        args.run,
+        data=args.data,
+        split=args.split,
+        subsample=args.subsample,
+        checkpoint=args.checkpoint,
+        batch_size=args.batch_size,
+        figures=args.figures,
+        device=args.device,
+    )
+    l2, h1 = report["relative_l2"], report["relative_h1"]
+    print(
+        f"{report['split']} at {report['resolution']}x{report['resolution']} "
+        f"({report['samples']} samples, {args.checkpoint} checkpoint of epoch "
+        f"{report['checkpoint']['epoch']}): relative L2 {l2['mean']:.4e} "
+        f"(max {l2['max']:.2e}), relative H1 {h1['mean']:.4e} (max {h1['max']:.2e})"
+    )
+    print(f"metrics: {report['json']}")
+    print(f"figures: {', '.join(report['figures'])}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="opsolve", description="Train and evaluate operators.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    tr = sub.add_parser(
+        "train",
+        help="train a model from a config",
+        description="Train from a YAML config into output.dir (config.yaml, log.txt, "
+        "metrics.csv, checkpoints/, figures/). Under torchrun: data parallel.",
+    )
+    tr.add_argument("config", help="YAML config, e.g. configs/train/darcy_fno_small.yaml")
+    tr.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. epochs=5"
+    )
+    tr.add_argument("--resume", action="store_true", help="continue the run in output.dir")
+    tr.add_argument("--overwrite", action="store_true", help="replace the run in output.dir")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tr.set_defaults(handler=_train)
+    ev = sub.add_parser(
+        "evaluate",
+        help="evaluate a trained run",
+        description="Relative L2 and H1 errors (mean and per sample) to RUN/eval_<split>_"
+        "<res>.json, figures to RUN/figures/.",
+    )
+    ev.add_argument("run", help="run directory (output.dir of a training)")
+    ev.add_argument("--data", help="dataset directory (default: the training data)")
+    ev.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    ev.add_argument(
+        "--subsample",
+        type=int,
+        help="stride (default: the training one); another one evaluates at another resolution",
+    )
+    ev.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    ev.add_argument("--batch-size", type=int, default=8)
+    ev.add_argument("--figures", type=int, default=4, help="samples drawn (default 4)")
+    ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ev.set_defaults(handler=_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user errors are one line on stderr and exit status 2."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # Overrides may come after options (``--resume epochs=20``): collect them too.
+    if extra and args.command == "train" and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    from opsolve.train.errors import TrainingDiverged
+
+    try:
+        return args.handler(args)
+    except UserError as err:
+        if _rank() == 0:
+            print(f"opsolve: error: {err}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as err:
+        if _rank() == 0:
+            print(f"opsolve: training diverged: {err}", file=sys.stderr)
+        return 3
+    except BrokenPipeError:  # output piped into a closed reader (``| head``): end quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except KeyboardInterrupt:
+        print(
+            "opsolve: interrupted; run the same command with --resume to continue", file=sys.stderr
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

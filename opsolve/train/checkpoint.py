@@ -1,0 +1,90 @@
+"""Checkpoints: written atomically, holding everything an exact resume needs.
+
+A checkpoint (``torch.save`` of a dict) holds:
+
+- ``format``: :data:`FORMAT`; ``model``: ``{"name", "params"}`` (what rebuilds it through the
+  registry); ``state``: the state dict of the normalized operator (model + normalization
+  buffers); ``normalization``: the statistics used; ``data``: fields, resolution, spacing;
+- ``optimizer``, ``scheduler``, ``scaler`` (fp16 AMP) states;
+- ``epoch`` (epochs completed), ``step`` (optimizer steps taken), ``best`` (metric, epoch);
+- ``rng``: torch (CPU and CUDA), numpy and python generator states; ``sampler``: the seed of
+  the training order (the order of epoch ``e`` is a pure function of ``(seed, e)``, see
+  :func:`opsolve.train.distributed.epoch_permutation`, so it needs no other state);
+- ``config``: the resolved training config; ``metrics``: the epoch's row of metrics.csv.
+
+Writes go to a temporary file in the same directory, are fsynced, then renamed over the
+target (``os.replace``): a crash leaves the previous checkpoint intact, never a torn one.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from datagen.errors import UserError
+
+FORMAT = "opsolve-checkpoint-1"
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Write ``state`` to ``path`` atomically (temporary file, fsync, ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save({"format": FORMAT, **state}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`; anything else is a UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:  # any unreadable file is the user's to fix
+        raise UserError(f"{path}: not a readable checkpoint ({type(err).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise UserError(f"{path}: not an {FORMAT} checkpoint")
+    return state
+
+
+def rng_state() -> dict[str, Any]:
+    """The states of every generator training touches."""
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured."""
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch, numpy and python generators."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)

@@ -1,0 +1,164 @@
+"""The schema of a training config (``configs/train/*.yaml``).
+
+Loaded and validated with :mod:`datagen.config` (YAML, ``dotted.key=value`` overrides, one-line
+errors). Every key has a default except ``data.root``; :func:`load_train_config` is the entry.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from datagen.config import Int, StrictModel, load_config
+
+
+class ModelSpec(StrictModel):
+    """Which model to build: a registered name and the keyword arguments of its builder.
+
+    ``in_channels`` / ``out_channels`` may be left out: they are taken from the data. Given, they
+    must match the data.
+    """
+
+    name: str = "fno"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Limits(StrictModel):
+    """Use only the first N samples of a split (null: all)."""
+
+    train: Int | None = Field(None, ge=1)
+    valid: Int | None = Field(None, ge=1)
+    test: Int | None = Field(None, ge=1)
+
+
+class Normalize(StrictModel):
+    """Z-score inputs / outputs per channel with the train split's statistics (``stats.yaml``).
+
+    Outputs are normalized only inside the model: predictions are decoded to physical units
+    before every loss and metric.
+    """
+
+    inputs: bool = True
+    outputs: bool = True
+
+
+class Data(StrictModel):
+    """The dataset directory written by ``datagen`` and how to read it."""
+
+    root: str = Field(..., min_length=1, description="dataset directory (DIR/data/<split>/)")
+    subsample: Int = Field(1, ge=1, description="stride: 421 -> 85 with 5, 421 -> 211 with 2")
+    inputs: list[str] | None = Field(None, description="input fields (default: varying ones)")
+    outputs: list[str] | None = Field(None, description="output fields (default: u)")
+    limit: Limits = Limits()
+    normalize: Normalize = Normalize()
+    num_workers: Int = Field(0, ge=0, le=64, description="DataLoader worker processes")
+
+
+class Loss(StrictModel):
+    """Training loss: per-sample relative error in L2 or H1, averaged over the batch.
+
+    ``gradient_weight`` (relative_h1 only) scales the gradient term of the H1 norm:
+    ``||e||^2 + w ||grad e||^2``. 1 is the H1 norm on the unit square; ``1 / (4 pi^2)`` is the
+    norm MgNO's official code trains with (Fourier weights ``1 + |k|^2`` with integer ``k``).
+    The reported ``valid_h1`` always uses ``w = 1``.
+    """
+
+    name: Literal["relative_l2", "relative_h1"] = "relative_l2"
+    gradient_weight: float = Field(1.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _weight_needs_h1(self) -> Loss:
+        if self.name != "relative_h1" and self.gradient_weight != 1.0:
+            raise ValueError("gradient_weight applies to relative_h1 only")
+        return self
+
+
+class Optimizer(StrictModel):
+    """Adam (L2 penalty added to the gradient) or AdamW (decoupled weight decay)."""
+
+    name: Literal["adam", "adamw"] = "adam"
+    lr: float = Field(1e-3, gt=0.0, description="learning rate (OneCycle: the peak)")
+    weight_decay: float = Field(0.0, ge=0.0)
+
+
+_SCHEDULER_KEYS = {
+    "onecycle": {"pct_start", "div_factor", "final_div_factor"},
+    "step": {"step_size", "gamma"},
+    "cosine": {"t_max", "eta_min"},
+    "none": set(),
+}
+
+
+class Scheduler(StrictModel):
+    """Learning-rate schedule, stepped once per epoch.
+
+    ``onecycle``: from ``lr / div_factor`` up to ``optimizer.lr`` over ``pct_start`` of the
+    epochs (cosine), then down to ``lr / div_factor / final_div_factor``. ``step``: multiply by
+    ``gamma`` every ``step_size`` epochs. ``cosine``: cosine from ``lr`` to ``eta_min`` over
+    ``t_max`` epochs (default: all). ``none``: constant. Keys of another schedule are errors
+    (unless they hold the default, as in a dumped resolved config).
+    """
+
+    name: Literal["onecycle", "step", "cosine", "none"] = "none"
+    pct_start: float = Field(0.3, gt=0.0, lt=1.0)
+    div_factor: float = Field(25.0, gt=0.0)
+    final_div_factor: float = Field(1e4, gt=0.0)
+    step_size: Int = Field(100, ge=1, description="epochs")
+    gamma: float = Field(0.5, gt=0.0, le=1.0)
+    t_max: Int | None = Field(None, ge=1, description="epochs (default: epochs)")
+    eta_min: float = Field(0.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _only_own_keys(self) -> Scheduler:
+        fields = type(self).model_fields
+        foreign = sorted(
+            key
+            for key in (self.model_fields_set - {"name"}) - _SCHEDULER_KEYS[self.name]
+            if getattr(self, key) != fields[key].default  # a dumped default is harmless
+        )
+        if foreign:
+            own = ", ".join(sorted(_SCHEDULER_KEYS[self.name])) or "none"
+            raise ValueError(
+                f"{foreign[0]!r} does not apply to scheduler {self.name!r} (its keys: {own})"
+            )
+        return self
+
+
+class Output(StrictModel):
+    """The run directory: config.yaml, log.txt, metrics.csv, checkpoints/, figures/."""
+
+    dir: str = Field("runs/train/run", min_length=1)
+
+
+class TrainConfig(StrictModel):
+    """A complete training config."""
+
+    model: ModelSpec = ModelSpec()
+    data: Data
+    loss: Loss = Loss()
+    optimizer: Optimizer = Optimizer()
+    scheduler: Scheduler = Scheduler()
+    epochs: Int = Field(10, ge=1, le=1_000_000)
+    batch_size: Int = Field(8, ge=1, description="global batch, split across DDP ranks")
+    eval_batch_size: Int | None = Field(None, ge=1, description="default: batch_size")
+    selection: Literal["valid_l2", "valid_h1"] = Field(
+        "valid_l2", description="validation metric that picks best.pt"
+    )
+    seed: Int = Field(0, ge=0, lt=2**63)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "amp"] = "fp32"
+    amp_dtype: Literal["bf16", "fp16"] = Field("bf16", description="autocast dtype for amp")
+    output: Output = Output()
+
+    @model_validator(mode="after")
+    def _cosine_length(self) -> TrainConfig:
+        if self.scheduler.name == "cosine" and self.scheduler.t_max is None:
+            object.__setattr__(self.scheduler, "t_max", self.epochs)
+        return self
+
+
+def load_train_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read, override and validate a training config; problems are one-line UserErrors."""
+    return load_config(TrainConfig, path, overrides)

@@ -1,0 +1,100 @@
+"""Models by name: a small registry of builders (the neuraloperator habit).
+
+A builder takes the keyword arguments of ``model.params`` (with ``in_channels`` and
+``out_channels`` filled in from the data) and returns a ``torch.nn.Module`` that maps
+``(batch, in_channels, *space)`` to ``(batch, out_channels, *space)``.
+
+Registered here: ``fno`` and ``tfno`` (``neuralop.models.FNO`` / ``TFNO``) and ``mgno``
+(:class:`opsolve.models.mgno.MgNO`, imported when first built). Add more with
+:func:`register_model`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from datagen.errors import UserError
+
+Builder = Callable[..., torch.nn.Module]
+
+_REGISTRY: dict[str, Builder] = {}
+
+
+def register_model(name: str, builder: Builder, *, replace: bool = False) -> None:
+    """Make ``builder`` available as ``model.name: <name>`` in training configs."""
+    if not name or not name.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"model name {name!r} must be letters, digits, '-' or '_'")
+    if name in _REGISTRY and not replace:
+        raise ValueError(f"model {name!r} is already registered (pass replace=True)")
+    _REGISTRY[name] = builder
+
+
+def registered_models() -> list[str]:
+    """Names that :func:`build_model` accepts, sorted."""
+    return sorted(_REGISTRY)
+
+
+def check_model_name(name: str) -> None:
+    """A UserError naming the registered models if ``name`` is not one of them."""
+    if name not in _REGISTRY:
+        raise UserError(
+            f"model.name: unknown model {name!r}; registered: {', '.join(registered_models())}"
+        )
+
+
+def build_model(name: str, params: dict[str, Any]) -> torch.nn.Module:
+    """Build a registered model; bad parameters become a one-line UserError."""
+    check_model_name(name)
+    try:
+        model = _REGISTRY[name](**params)
+    except UserError:
+        raise
+    except (TypeError, ValueError, AssertionError, KeyError) as err:
+        message = " ".join(str(err).split()) or type(err).__name__
+        raise UserError(f"model.params: cannot build {name!r}: {message}") from None
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"the builder of {name!r} returned {type(model).__name__}, not a Module")
+    return model
+
+
+def model_config(name: str, model: torch.nn.Module, params: dict[str, Any]) -> dict[str, Any]:
+    """What rebuilds ``model``: its own ``config`` dict when it has one, else ``params``."""
+    config = getattr(model, "config", None)
+    return dict(config) if isinstance(config, dict) else dict(params)
+
+
+def _as_modes(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _fno(**params: Any) -> torch.nn.Module:
+    """``neuralop.models.FNO``; ``n_modes`` counts both signs (Li et al.'s modes=12 is 24)."""
+    from neuralop.models import FNO
+
+    params["n_modes"] = _as_modes(params.get("n_modes"))
+    return FNO(**params)
+
+
+def _tfno(**params: Any) -> torch.nn.Module:
+    """``neuralop.models.TFNO``: FNO with Tucker-factorized spectral weights (``rank``)."""
+    from neuralop.models import TFNO
+
+    params["n_modes"] = _as_modes(params.get("n_modes"))
+    return TFNO(**params)
+
+
+def _mgno(**params: Any) -> torch.nn.Module:
+    """:class:`opsolve.models.mgno.MgNO`, built from its config dict."""
+    try:
+        from opsolve.models.mgno import MgNO
+    except ImportError as err:
+        raise UserError(f"model.name: 'mgno' is not available ({err})") from None
+    return MgNO.from_config(params)
+
+
+register_model("fno", _fno)
+register_model("tfno", _tfno)
+register_model("mgno", _mgno)

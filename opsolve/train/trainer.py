@@ -1,0 +1,450 @@
+"""Training driver: config -> data -> model -> epochs -> checkpoints and metrics.
+
+:func:`train` runs one training job, single-process or under ``torchrun`` (DDP, see
+:mod:`opsolve.train.distributed`). Everything that can be wrong with the inputs (config, data,
+model parameters, run directory) is checked before the first file is written and raised as a
+one-line :class:`UserError`. A non-finite loss or validation metric raises
+:class:`TrainingDiverged` before anything is stepped or saved, so the last good checkpoint stays.
+
+Resume is per epoch: ``last.pt`` is written at the end of every epoch with the model,
+optimizer, scheduler and RNG states; the order of epoch ``e`` is a function of ``(seed, e)``.
+A run killed mid-epoch restarts that epoch from ``last.pt`` and reproduces the uninterrupted
+run bit for bit on the same machine and thread count.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from datagen.config import dump_config
+from datagen.errors import UserError
+from opsolve.data import SteadyDataset
+from opsolve.train import distributed as D
+from opsolve.train.assemble import (
+    Data,
+    build_operator,
+    check_fits,
+    count_parameters,
+    load_data,
+    load_state,
+    resolve_params,
+)
+from opsolve.train.checkpoint import (
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+)
+from opsolve.train.config import TrainConfig
+from opsolve.train.errors import TrainingDiverged
+from opsolve.train.losses import LOSSES, relative_h1, relative_l2
+from opsolve.train.optim import (
+    autocast,
+    build_optimizer,
+    build_scheduler,
+    check_amp_model,
+    check_precision,
+    resolve_device,
+    spectral_layers_in_fp32,
+)
+from opsolve.train.registry import check_model_name, model_config
+from opsolve.train.rundir import (
+    RunLog,
+    RunPaths,
+    append_metrics,
+    check_run_dir,
+    prepare_run_dir,
+    read_metrics,
+)
+from opsolve.train.wrapper import NormalizedOperator
+
+FAULT_ENV = "OPSOLVE_FAULT"  # test hook: "kill_after_steps=N" or "nan_at_step=N"
+
+
+def _fault() -> tuple[str, int] | None:
+    raw = os.environ.get(FAULT_ENV, "").strip()
+    if not raw:
+        return None
+    kind, _, value = raw.partition("=")
+    if kind not in ("kill_after_steps", "nan_at_step") or not value.isdigit():
+        raise UserError(f"{FAULT_ENV}={raw!r}: expected kill_after_steps=N or nan_at_step=N")
+    return kind, int(value)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class State:
+    """Counters carried across epochs (and through checkpoints)."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimizer steps taken
+    best_metric: float = math.inf
+    best_epoch: int = 0
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    non_blocking = device.type == "cuda"
+    return batch["x"].to(device, non_blocking=non_blocking), batch["y"].to(
+        device, non_blocking=non_blocking
+    )
+
+
+def _loader(ds: SteadyDataset, steps: list[D.Step], cfg: TrainConfig, seed: int) -> DataLoader:
+    generator = torch.Generator()
+    generator.manual_seed(seed)  # worker seeds without touching the global torch generator
+    return DataLoader(
+        ds,
+        batch_sampler=[s.indices for s in steps],
+        num_workers=cfg.data.num_workers,
+        pin_memory=torch.cuda.is_available() and cfg.device != "cpu",
+        generator=generator,
+        persistent_workers=False,
+    )
+
+
+def evaluate_split(
+    model: torch.nn.Module,
+    ds: SteadyDataset,
+    batch_size: int,
+    spacing: float,
+    cfg: TrainConfig,
+    device: torch.device,
+    info: D.DistInfo,
+) -> tuple[float, float]:
+    """Mean relative L2 and H1 over a split (ranks share it; sums are all-reduced)."""
+    steps = D.eval_plan(len(ds), batch_size, info)
+    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    model.eval()
+    with torch.no_grad():
+        for batch in _loader(ds, steps, cfg, 0):
+            x, y = _to(batch, device)
+            with autocast(cfg, device):
+                out = model(x)
+            out = out.float()
+            sums[0] += relative_l2(out, y).double().sum()
+            sums[1] += relative_h1(out, y, spacing).double().sum()
+            sums[2] += y.shape[0]
+    model.train()
+    D.all_reduce_sum(sums, info)
+    n = max(float(sums[2]), 1.0)
+    return float(sums[0]) / n, float(sums[1]) / n
+
+
+def train(
+    cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True
+) -> dict[str, Any]:
+    """Train from a validated config; returns the last epoch's metrics and the best epoch.
+
+    Raises:
+        UserError: bad config, data, model parameters or run directory (nothing written).
+        TrainingDiverged: NaN/inf loss or validation metric (last good checkpoint kept).
+    """
+    info = D.dist_info_from_env()
+    if info.enabled and cfg.batch_size % info.world:
+        raise UserError(
+            f"batch_size: {cfg.batch_size} is the global batch and must be divisible by the "
+            f"{info.world} processes"
+        )
+    check_model_name(cfg.model.name)
+    device = resolve_device(cfg.device, info)
+    check_precision(cfg, device)
+    D.init_distributed(info, device)
+    try:
+        return _train(cfg, info, device, resume=resume, overwrite=overwrite, progress=progress)
+    finally:
+        D.shutdown_distributed()
+
+
+def _compare_configs(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> str | None:
+    """The first key where two resolved configs differ (``data.num_workers`` may differ)."""
+    for key in sorted(set(old) | set(new)):
+        name = f"{prefix}{key}"
+        if name == "data.num_workers":
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found = _compare_configs(a, b, name + ".")
+            if found:
+                return found
+        elif a != b:
+            return f"{name} ({a!r} in the run, {b!r} now)"
+    return None
+
+
+def _restore(
+    checkpoint: dict[str, Any],
+    path: Path,
+    op: NormalizedOperator,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler,
+) -> State:
+    """Load every state a checkpoint holds (after the objects were built and seeded)."""
+    load_state(op, checkpoint["state"], path)
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    scaler.load_state_dict(checkpoint["scaler"])
+    set_rng_state(checkpoint["rng"])
+    return State(
+        epoch=int(checkpoint["epoch"]),
+        step=int(checkpoint["step"]),
+        best_metric=float(checkpoint["best"]["metric"]),
+        best_epoch=int(checkpoint["best"]["epoch"]),
+    )
+
+
+def _train(
+    cfg: TrainConfig,
+    info: D.DistInfo,
+    device: torch.device,
+    *,
+    resume: bool,
+    overwrite: bool,
+    progress: bool,
+) -> dict[str, Any]:
+    paths = RunPaths(Path(cfg.output.dir))
+    resuming = check_run_dir(paths, resume, overwrite)
+    data = load_data(cfg, info)
+    params = resolve_params(cfg, data)
+    resolved = cfg.model_copy(deep=True)
+    resolved.model.params = params
+    checkpoint = load_checkpoint(paths.last) if resuming else None
+    if checkpoint is not None:
+        changed = _compare_configs(checkpoint["config"], resolved.model_dump(mode="json"))
+        if changed:
+            raise UserError(
+                f"the config differs from the run in {paths.root} at {changed}; "
+                "resume with the same config or pass --overwrite"
+            )
+
+    seed_everything(cfg.seed)
+    normalize = (cfg.data.normalize.inputs, cfg.data.normalize.outputs)
+    op = build_operator(cfg.model.name, params, data.stats, data.describe(), normalize)
+    check_amp_model(cfg, op)
+    op.to(device)
+    if cfg.precision == "amp":
+        spectral_layers_in_fp32(op)
+    check_fits(op, data.valid[0], cfg.model.name, device)
+    model_spec = {"name": cfg.model.name, "params": model_config(cfg.model.name, op.model, params)}
+    optimizer = build_optimizer(cfg, op.parameters())
+    scheduler = build_scheduler(cfg, optimizer)
+    scaler = torch.amp.GradScaler(
+        "cuda", enabled=cfg.precision == "amp" and cfg.amp_dtype == "fp16"
+    )
+    state = State()
+    if checkpoint is not None:
+        state = _restore(checkpoint, paths.last, op, optimizer, scheduler, scaler)
+
+    D.barrier(info)  # every rank passed every check: now write
+    log = RunLog(paths.log if info.is_main else None, echo=info.is_main)
+    if info.is_main:
+        prepare_run_dir(paths, state.epoch if checkpoint is not None else None, overwrite)
+        paths.config.write_text(dump_config(resolved))
+        where = f"resumed after epoch {state.epoch}" if checkpoint is not None else "started"
+        log(
+            f"run {where}: model {cfg.model.name} ({count_parameters(op.model):,} parameters), "
+            f"data {data.train.root} ({len(data.train)} train / {len(data.valid)} valid at "
+            f"{data.train.resolution}x{data.train.resolution}), {info.world} process(es) on "
+            f"{device.type}, {cfg.precision}"
+        )
+    D.barrier(info)
+
+    net: torch.nn.Module = op
+    if info.enabled:
+        net = torch.nn.parallel.DistributedDataParallel(
+            op, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    loop = _Loop(cfg, info, device, net, op, optimizer, scheduler, scaler, data, paths, log)
+    loop.context = {"model": model_spec, "config": resolved.model_dump(mode="json")}
+    return loop.run(state, progress)
+
+
+class _Loop:
+    """The epoch loop; holds the objects that one epoch touches."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        info: D.DistInfo,
+        device: torch.device,
+        net: torch.nn.Module,
+        op: NormalizedOperator,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        scaler: torch.amp.GradScaler,
+        data: Data,
+        paths: RunPaths,
+        log: RunLog,
+    ) -> None:
+        self.cfg, self.info, self.device = cfg, info, device
+        self.net, self.op = net, op
+        self.optimizer, self.scheduler, self.scaler = optimizer, scheduler, scaler
+        self.data, self.paths, self.log = data, paths, log
+        self.loss_fn = LOSSES[cfg.loss.name]
+        # relative_h1 with gradient weight w == relative_h1 on a grid step h / sqrt(w)
+        self.loss_spacing = data.spacing / math.sqrt(cfg.loss.gradient_weight)
+        self.fault = _fault()
+        self.context: dict[str, Any] = {}
+
+    def run(self, state: State, progress: bool) -> dict[str, Any]:
+        cfg = self.cfg
+        steps_per_epoch = len(D.train_plan(len(self.data.train), cfg.batch_size, 0, 0, self.info))
+        bar = None
+        if progress and self.info.is_main:
+            from tqdm import tqdm
+
+            bar = tqdm(
+                total=cfg.epochs * steps_per_epoch,
+                initial=state.epoch * steps_per_epoch,
+                unit="step",
+                dynamic_ncols=True,
+                file=sys.stderr,
+            )
+        row: dict[str, Any] = {}
+        try:
+            for epoch in range(state.epoch + 1, cfg.epochs + 1):
+                row = self.epoch(epoch, state, bar)
+        except TrainingDiverged as err:
+            kept = (
+                f"last good checkpoint {self.paths.last} (epoch {state.epoch}) left untouched"
+                if state.epoch
+                else "no checkpoint was written yet"
+            )
+            if self.info.is_main:
+                self.log(f"diverged: {err}; {kept}")
+            raise TrainingDiverged(f"{err}; {kept}") from None
+        finally:
+            if bar is not None:
+                bar.close()
+        if self.info.is_main:
+            self.finish(state)
+        return {**row, "best_epoch": state.best_epoch, "best_" + cfg.selection: state.best_metric}
+
+    def epoch(self, epoch: int, state: State, bar: Any) -> dict[str, Any]:
+        """Train one epoch (1-based), validate, write metrics and checkpoints."""
+        cfg, info = self.cfg, self.info
+        start = time.perf_counter()
+        lr = self.optimizer.param_groups[0]["lr"]
+        plan = D.train_plan(len(self.data.train), cfg.batch_size, cfg.seed, epoch, info)
+        loader = _loader(self.data.train, plan, cfg, cfg.seed + epoch)
+        total, seen = 0.0, 0
+        if bar is not None:
+            bar.set_description(f"epoch {epoch}/{cfg.epochs}")
+        self.net.train()
+        tick = time.perf_counter()
+        for step, batch in zip(plan, loader, strict=True):
+            total += self.train_step(step, batch, epoch, state)
+            seen += step.n_global
+            if bar is not None:  # samples/s over loading and stepping
+                now = time.perf_counter()
+                rate = step.n_global / max(now - tick, 1e-9)
+                tick = now
+                bar.set_postfix(loss=f"{total / seen:.3e}", samples_s=f"{rate:.1f}")
+                bar.update()
+        self.scheduler.step()
+        valid_l2, valid_h1 = evaluate_split(
+            self.net,
+            self.data.valid,
+            cfg.eval_batch_size or cfg.batch_size,
+            self.data.spacing,
+            cfg,
+            self.device,
+            info,
+        )
+        if not (math.isfinite(valid_l2) and math.isfinite(valid_h1)):
+            raise TrainingDiverged(
+                f"validation error is {valid_l2} (L2) / {valid_h1} (H1) after epoch {epoch} "
+                f"(step {state.step})"
+            )
+        row = {
+            "epoch": epoch,
+            "train_loss": total / len(self.data.train),
+            "valid_l2": valid_l2,
+            "valid_h1": valid_h1,
+            "lr": lr,
+            "seconds": time.perf_counter() - start,
+        }
+        state.epoch = epoch
+        metric = row[cfg.selection]
+        improved = metric < state.best_metric
+        if improved:
+            state.best_metric, state.best_epoch = metric, epoch
+        if info.is_main:
+            append_metrics(self.paths.metrics, row)
+            self.save(state, row, improved)
+            self.log(
+                f"epoch {epoch}/{cfg.epochs}  train {row['train_loss']:.4e}  valid_l2 "
+                f"{valid_l2:.4e}  valid_h1 {valid_h1:.4e}  lr {lr:.3e}  {row['seconds']:.1f}s"
+                + ("  *best*" if improved else "")
+            )
+        return row
+
+    def train_step(
+        self, step: D.Step, batch: dict[str, torch.Tensor], epoch: int, state: State
+    ) -> float:
+        """One optimizer step; returns the global batch's summed per-sample loss."""
+        x, y = _to(batch, self.device)
+        with autocast(self.cfg, self.device):
+            out = self.net(x)
+        per_sample = self.loss_fn(out.float(), y, self.loss_spacing)
+        loss = per_sample.sum() * step.weight
+        summed = torch.stack([per_sample.detach().sum() * (1.0 if step.weight else 0.0)])
+        summed = D.all_reduce_sum(summed.double(), self.info)
+        value = float(summed[0])
+        if self.fault == ("nan_at_step", state.step + 1):
+            value = math.nan
+        if not math.isfinite(value):
+            raise TrainingDiverged(
+                f"loss is {value} at epoch {epoch}, step {state.step + 1} (global batch of "
+                f"{step.n_global}); lower optimizer.lr or check the data"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        state.step += 1
+        if self.fault == ("kill_after_steps", state.step):
+            os._exit(137)  # simulate a hard kill (no cleanup, no checkpoint)
+        return value
+
+    def save(self, state: State, row: dict[str, Any], improved: bool) -> None:
+        checkpoint = {
+            **self.context,
+            "state": self.op.state_dict(),
+            "normalization": self.data.stats,
+            "data": self.data.describe(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": state.epoch,
+            "step": state.step,
+            "best": {"metric": state.best_metric, "epoch": state.best_epoch},
+            "selection": self.cfg.selection,
+            "rng": rng_state(),
+            "sampler": {"seed": self.cfg.seed, "next_epoch": state.epoch + 1},
+            "metrics": row,
+        }
+        save_checkpoint(checkpoint, self.paths.last)
+        if improved:
+            save_checkpoint(checkpoint, self.paths.best)
+
+    def finish(self, state: State) -> None:
+        from opsolve.train.plots import plot_curves
+
+        figure = plot_curves(read_metrics(self.paths.metrics), self.paths.figures / "curves.png")
+        self.log(
+            f"done: best {self.cfg.selection} {state.best_metric:.4e} at epoch "
+            f"{state.best_epoch}; checkpoints in {self.paths.checkpoints}; curves {figure}"
+        )
