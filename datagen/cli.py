@@ -15,6 +15,9 @@ def _generate(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + (["output.overwrite=true"] if args.overwrite else [])
     cfg = load_generation_config(args.config, overrides)  # fails fast, before heavy imports
     from datagen.generate import generate
+    from datagen.memory import retain_freed_memory
+
+    retain_freed_memory()
 
     summaries = generate(cfg, progress=not args.no_progress)
     rows = [("split", "samples", "s/sample", "details", "method", "file")]

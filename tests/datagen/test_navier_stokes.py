@@ -19,8 +19,10 @@ def smooth_vorticity(n: int, seeds=(1, 2), modes: int = 4) -> torch.Tensor:
     k = torch.fft.fftfreq(32, 1 / 32, **F64)[:, None].abs()
     ky = torch.fft.rfftfreq(32, 1 / 32, **F64)[None, :]
     w_hat = w_hat * ((k <= modes) & (ky <= modes))
-    return ns.interpolate(torch.fft.irfft2(w_hat, s=(32, 32)), n) if n >= 32 else ns.truncate(
-        torch.fft.irfft2(w_hat, s=(32, 32)), n
+    return (
+        ns.interpolate(torch.fft.irfft2(w_hat, s=(32, 32)), n)
+        if n >= 32
+        else ns.truncate(torch.fft.irfft2(w_hat, s=(32, 32)), n)
     )
 
 
@@ -87,8 +89,10 @@ def test_mean_vorticity_stays_zero_and_budgets_hold():
     d_enstrophy = torch.stack([r[1] for r in rates], 1)
     for value, rate in ((energy, d_energy), (enstrophy, d_enstrophy)):
         change = value[:, -1] - value[:, 0]
-        simpson = 0.01 / 3 * (
-            rate[:, 0] + rate[:, -1] + 4 * rate[:, 1:-1:2].sum(1) + 2 * rate[:, 2:-1:2].sum(1)
+        simpson = (
+            0.01
+            / 3
+            * (rate[:, 0] + rate[:, -1] + 4 * rate[:, 1:-1:2].sum(1) + 2 * rate[:, 2:-1:2].sum(1))
         )
         assert torch.allclose(change, simpson, rtol=1e-6, atol=1e-9 * float(value.abs().max()))
         assert float(change.abs().min()) > 1e-3 * float(value.abs().max())  # a real change
@@ -180,3 +184,16 @@ def test_residual_small_on_solution_and_large_when_perturbed():
     assert float(clean.max()) < 1e-4, clean  # fourth-order differences over 0.02: 2e-5
     assert float(perturbed.min()) > 100 * float(clean.max()), (clean, perturbed)
     assert float(wrong_nu.min()) > 100 * float(clean.max()), (clean, wrong_nu)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_matches_cpu(dtype):
+    n = 64
+    w0 = (3 * smooth_vorticity(n)).to(dtype)
+    kwargs = dict(nu=1e-3, dt=0.01, record_times=[0.0, 1.0])
+    cpu = ns.simulate(w0, ns.fno_forcing(n, dtype=dtype), **kwargs).frames
+    gpu = ns.simulate(w0.cuda(), ns.fno_forcing(n, dtype=dtype, device="cuda"), **kwargs).frames
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    assert float((gpu.cpu() - cpu).norm() / cpu.norm()) < tol

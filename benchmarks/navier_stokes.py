@@ -1,0 +1,144 @@
+"""Navier-Stokes solver throughput: ours vs torch-cfd, side by side in one run.
+
+Same problem (FNO forcing 0.1 (sin 2 pi (x + y) + cos 2 pi (x + y)), nu = 1e-3, 2/3 dealiasing),
+same grid, same time step, same scheme (Crank-Nicolson / Heun: torch-cfd's IMEXStepper(order=2)),
+same precision, same initial vorticities (developed flow: a GRF advanced to t = 1 by our solver).
+Reports trajectory-steps per second (batch x steps / seconds, median of repeats) and the
+relative difference of the two solvers' final states (a check that both solve the same thing).
+
+    python benchmarks/navier_stokes.py [--device cpu|cuda] [--sizes 64 256] [--batch 16]
+        [--steps 200] [--dt 1e-3] [--precision float32] [--estimate]
+
+``--estimate`` also times the torch-cfd setting (256^2 solve, dt 1e-3, 50,000 steps stored as
+100 records at 64^2) per batch of ``--estimate-batch`` trajectories and extrapolates the time
+of a 1,000-trajectory dataset. Needs ``pip install torch-cfd``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import torch
+
+from datagen import navier_stokes as ns
+from datagen.fields import gaussian_random_field
+from datagen.memory import retain_freed_memory
+
+
+def initial_state(n: int, batch: int, dtype: torch.dtype, device: str) -> torch.Tensor:
+    """Developed vorticity (batch, n, n): FNO-normalised GRF advanced to t = 1."""
+    w0 = 2**0.5 * gaussian_random_field(list(range(batch)), n + 1, 2.5, 7.0, "periodic")
+    w0 = w0[:, :-1, :-1].to(device=device, dtype=dtype)
+    forcing = ns.fno_forcing(n, dtype=dtype, device=device)
+    out = ns.simulate(w0, forcing, nu=1e-3, dt=1e-2, record_times=[1.0])
+    return out.frames[:, -1]
+
+
+def ours(w: torch.Tensor, steps: int, dt: float) -> torch.Tensor:
+    n = w.shape[-1]
+    grid = ns.spectral_grid(n, w.dtype, w.device)
+    lin = ns.linear_symbol(grid, 1e-3)
+    f_hat = grid.keep * ns.to_spectral(ns.fno_forcing(n, dtype=w.dtype, device=w.device))
+    w_hat = ns.to_spectral(w)
+
+    def explicit(state: torch.Tensor) -> torch.Tensor:
+        return ns.nonlinear_term(state, f_hat, grid)
+
+    for _ in range(steps):
+        w_hat = ns.step_heun_cn(w_hat, dt, lin, explicit)
+    return ns.to_grid(w_hat, n)
+
+
+def torch_cfd(w: torch.Tensor, steps: int, dt: float) -> torch.Tensor:
+    from torch_cfd import grids
+    from torch_cfd.forcings import SinCosForcing
+    from torch_cfd.spectral import IMEXStepper, NavierStokes2DSpectral
+
+    n = w.shape[-1]
+    grid = grids.Grid((n, n), domain=((0, 1), (0, 1)), device=w.device)
+    forcing = SinCosForcing(grid=grid, scale=0.1, diam=1.0, wave_number=1, vorticity=True)
+    equation = NavierStokes2DSpectral(
+        viscosity=1e-3, grid=grid, smooth=True, forcing_fn=forcing, step_fn=IMEXStepper(order=2)
+    ).to(w.device)
+    w_hat, _ = equation(torch.fft.rfft2(w), dt, steps=steps)
+    return torch.fft.irfft2(w_hat, s=(n, n))
+
+
+def timed(fn, w, steps, dt, repeats):
+    sync = torch.cuda.synchronize if w.is_cuda else (lambda: None)
+    fn(w, 2, dt)  # warm-up (plans, allocator)
+    sync()
+    seconds, out = [], None
+    for _ in range(repeats):
+        began = time.perf_counter()
+        out = fn(w, steps, dt)
+        sync()
+        seconds.append(time.perf_counter() - began)
+    return statistics.median(seconds), out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--dt", type=float, default=1e-3)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--precision", choices=["float32", "float64"], default="float32")
+    parser.add_argument("--estimate", action="store_true")
+    parser.add_argument("--estimate-batch", type=int, default=250)
+    args = parser.parse_args()
+    retain_freed_memory()  # for both solvers (datagen's CLI does the same)
+    dtype = getattr(torch, args.precision)
+    name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor()
+    print(
+        f"device {args.device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} "
+        f"threads, {args.precision}, batch {args.batch}, {args.steps} steps of dt {args.dt}"
+    )
+    print("| grid | solver | s per run | trajectory-steps/s | vs torch-cfd | final-state diff |")
+    print("|---|---|---|---|---|---|")
+    for n in args.sizes:
+        w = initial_state(n, args.batch, dtype, args.device)
+        t_ref, ref = timed(torch_cfd, w, args.steps, args.dt, args.repeats)
+        t_ours, mine = timed(ours, w, args.steps, args.dt, args.repeats)
+        diff = float((mine - ref).norm() / ref.norm())
+        work = args.batch * args.steps
+        print(f"| {n}^2 | torch-cfd | {t_ref:.3f} | {work / t_ref:,.0f} | 1.00x | |")
+        print(
+            f"| {n}^2 | opsolve | {t_ours:.3f} | {work / t_ours:,.0f} | {t_ref / t_ours:.2f}x "
+            f"| {diff:.1e} |"
+        )
+    if args.estimate:
+        w0 = 2**0.5 * gaussian_random_field(
+            list(range(args.estimate_batch)), 257, 2.5, 7.0, "periodic"
+        )[:, :-1, :-1].to(args.device, dtype)
+        forcing = ns.fno_forcing(256, dtype=dtype, device=args.device)
+        steps = 500
+        sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
+        ns.simulate(w0, forcing, nu=1e-3, dt=1e-3, record_times=[0.002], store_size=64)
+        sync()
+        began = time.perf_counter()
+        ns.simulate(
+            w0,
+            forcing,
+            nu=1e-3,
+            dt=1e-3,
+            record_times=[0.1 * j for j in range(1, 6)],
+            store_size=64,
+        )
+        sync()
+        per_step = (time.perf_counter() - began) / steps
+        total = per_step * 50_000 * 1000 / args.estimate_batch
+        print(
+            f"torch-cfd setting (256^2, dt 1e-3, t = 0..50, records at 64^2): "
+            f"{per_step * 1e3:.2f} ms per step for {args.estimate_batch} trajectories; "
+            f"1,000 trajectories ~ {total / 60:.1f} minutes"
+        )
+
+
+if __name__ == "__main__":
+    main()
