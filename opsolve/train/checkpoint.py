@@ -12,6 +12,9 @@ A checkpoint (``torch.save`` of a dict) holds:
   :func:`opsolve.train.distributed.epoch_permutation`, so it needs no other state);
 - ``config``: the resolved training config; ``metrics``: the epoch's row of metrics.csv.
 
+Everything in it is tensors and plain Python values, so it is read with
+``torch.load(..., weights_only=True)``: loading a checkpoint runs no pickled code.
+
 Writes go to a temporary file in the same directory, are fsynced, then renamed over the
 target (``os.replace``): a crash leaves the previous checkpoint intact, never a torn one.
 """
@@ -54,7 +57,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # any unreadable file is the user's to fix
         raise UserError(f"{path}: not a readable checkpoint ({type(err).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
@@ -66,7 +69,7 @@ def rng_state() -> dict[str, Any]:
     """The states of every generator training touches."""
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
+        "numpy": numpy_state_to_plain(np.random.get_state()),
         "python": random.getstate(),
     }
     if torch.cuda.is_available():
@@ -74,10 +77,28 @@ def rng_state() -> dict[str, Any]:
     return state
 
 
+def numpy_state_to_plain(state: tuple) -> tuple:
+    """NumPy's legacy generator state with its key array as a tensor (loadable weights-only)."""
+    name, keys, pos, has_gauss, cached = state
+    return (
+        str(name),
+        torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+        int(pos),
+        int(has_gauss),
+        float(cached),
+    )
+
+
+def numpy_state_from_plain(state: tuple) -> tuple:
+    """Inverse of :func:`numpy_state_to_plain`."""
+    name, keys, pos, has_gauss, cached = state
+    return (name, keys.numpy().astype(np.uint32), pos, has_gauss, cached)
+
+
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore what :func:`rng_state` captured."""
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    np.random.set_state(numpy_state_from_plain(state["numpy"]))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -124,7 +124,7 @@ def test_checkpoint_round_trip_reproduces_outputs():
         {"config": json.loads(json.dumps(model.config)), "state": model.state_dict()}, buffer
     )
     buffer.seek(0)
-    checkpoint = torch.load(buffer)
+    checkpoint = torch.load(buffer, weights_only=True)
     rebuilt = MgNO.from_config(checkpoint["config"])
     rebuilt.load_state_dict(checkpoint["state"])
     assert rebuilt.config == model.config
