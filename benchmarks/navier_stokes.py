@@ -3,11 +3,22 @@
 Same problem (FNO forcing 0.1 (sin 2 pi (x + y) + cos 2 pi (x + y)), nu = 1e-3, 2/3 dealiasing),
 same grid, same time step, same scheme (Crank-Nicolson / Heun: torch-cfd's IMEXStepper(order=2)),
 same precision, same initial vorticities (developed flow: a GRF advanced to t = 1 by our solver).
-Reports trajectory-steps per second (batch x steps / seconds, median of repeats) and the
-relative difference of the two solvers' final states (a check that both solve the same thing).
+Both run in one process with the same torch thread count (``--threads``, default torch's), timed
+alternately (torch-cfd, ours, torch-cfd, ours, ...) so that a change in the machine's load hits
+both. Reports trajectory-steps per second (batch x steps / seconds, median of repeats), the
+speed-up (median of the per-repeat ratios) and the relative difference of the two solvers' final
+states (a check that both solve the same thing).
+
+Ours steps the pruned spectrum (``datagen.navier_stokes.Pruned``: the modes the 2/3 rule keeps)
+with the Basdevant form of the advection (two inverse and two forward pruned real FFTs per
+evaluation); torch-cfd steps the full real-FFT spectrum with the advective form (four inverse and
+one forward 2-D real FFT per evaluation, plus one of the unbatched forcing). Both are the same
+Galerkin-truncated system. With ``--precision float64`` torch-cfd still builds its wavenumbers
+and forcing in float32 (its state and arithmetic are float64), so the final states then differ
+by ~1e-6 rather than by round-off.
 
     python benchmarks/navier_stokes.py [--device cpu|cuda] [--sizes 64 256] [--batch 16]
-        [--steps 200] [--dt 1e-3] [--precision float32] [--estimate]
+        [--steps 200] [--dt 1e-3] [--repeats 5] [--threads N] [--precision float32] [--estimate]
 
 ``--estimate`` also times the torch-cfd setting (256^2 solve, dt 1e-3, 50,000 steps stored as
 100 records at 64^2) per batch of ``--estimate-batch`` trajectories and extrapolates the time
@@ -38,18 +49,19 @@ def initial_state(n: int, batch: int, dtype: torch.dtype, device: str) -> torch.
 
 
 def ours(w: torch.Tensor, steps: int, dt: float) -> torch.Tensor:
+    """What ``datagen.navier_stokes.simulate`` does between two records (Heun / CN)."""
     n = w.shape[-1]
-    grid = ns.spectral_grid(n, w.dtype, w.device)
+    grid = ns.pruned_grid(n, w.dtype, w.device)
     lin = ns.linear_symbol(grid, 1e-3)
-    f_hat = grid.keep * ns.to_spectral(ns.fno_forcing(n, dtype=w.dtype, device=w.device))
-    w_hat = ns.to_spectral(w)
+    f_hat = ns.to_pruned(ns.to_spectral(ns.fno_forcing(n, dtype=w.dtype, device=w.device)))
+    w_hat = ns.to_pruned(ns.to_spectral(w))
 
     def explicit(state: torch.Tensor) -> torch.Tensor:
-        return ns.nonlinear_term(state, f_hat, grid)
+        return ns.pruned_nonlinear_term(state, f_hat, grid)
 
     for _ in range(steps):
         w_hat = ns.step_heun_cn(w_hat, dt, lin, explicit)
-    return ns.to_grid(w_hat, n)
+    return ns.pruned_irfft2(w_hat)
 
 
 def torch_cfd(w: torch.Tensor, steps: int, dt: float) -> torch.Tensor:
@@ -67,17 +79,20 @@ def torch_cfd(w: torch.Tensor, steps: int, dt: float) -> torch.Tensor:
     return torch.fft.irfft2(w_hat, s=(n, n))
 
 
-def timed(fn, w, steps, dt, repeats):
+def timed_alternately(solvers, w, steps, dt, repeats):
+    """Seconds per run of each solver (lists, one entry per repeat) and the last outputs."""
     sync = torch.cuda.synchronize if w.is_cuda else (lambda: None)
-    fn(w, 2, dt)  # warm-up (plans, allocator)
+    for fn in solvers:
+        fn(w, 2, dt)  # warm-up (plans, allocator)
     sync()
-    seconds, out = [], None
+    seconds, outs = [[] for _ in solvers], [None] * len(solvers)
     for _ in range(repeats):
-        began = time.perf_counter()
-        out = fn(w, steps, dt)
-        sync()
-        seconds.append(time.perf_counter() - began)
-    return statistics.median(seconds), out
+        for i, fn in enumerate(solvers):
+            began = time.perf_counter()
+            outs[i] = fn(w, steps, dt)
+            sync()
+            seconds[i].append(time.perf_counter() - began)
+    return seconds, outs
 
 
 def main() -> None:
@@ -87,12 +102,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--dt", type=float, default=1e-3)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (both solvers)")
     parser.add_argument("--precision", choices=["float32", "float64"], default="float32")
     parser.add_argument("--estimate", action="store_true")
     parser.add_argument("--estimate-batch", type=int, default=250)
     args = parser.parse_args()
     retain_freed_memory()  # for both solvers (datagen's CLI does the same)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.precision)
     name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor()
     print(
@@ -103,13 +121,16 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for n in args.sizes:
         w = initial_state(n, args.batch, dtype, args.device)
-        t_ref, ref = timed(torch_cfd, w, args.steps, args.dt, args.repeats)
-        t_ours, mine = timed(ours, w, args.steps, args.dt, args.repeats)
+        (s_ref, s_ours), (ref, mine) = timed_alternately(
+            [torch_cfd, ours], w, args.steps, args.dt, args.repeats
+        )
+        t_ref, t_ours = statistics.median(s_ref), statistics.median(s_ours)
+        speedup = statistics.median(a / b for a, b in zip(s_ref, s_ours, strict=True))
         diff = float((mine - ref).norm() / ref.norm())
         work = args.batch * args.steps
         print(f"| {n}^2 | torch-cfd | {t_ref:.3f} | {work / t_ref:,.0f} | 1.00x | |")
         print(
-            f"| {n}^2 | opsolve | {t_ours:.3f} | {work / t_ours:,.0f} | {t_ref / t_ours:.2f}x "
+            f"| {n}^2 | opsolve | {t_ours:.3f} | {work / t_ours:,.0f} | {speedup:.2f}x "
             f"| {diff:.1e} |"
         )
     if args.estimate:

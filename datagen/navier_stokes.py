@@ -18,8 +18,18 @@ Time stepping (``scheme``):
 Budgets (``E = 1/2 <|u|^2>``, ``Z = 1/2 <w^2>``, ``<.>`` the domain mean):
 ``dE/dt = <psi f> - 2 nu Z - 2 mu E`` and ``dZ/dt = <w f> - nu <|grad w|^2> - 2 mu Z``.
 
-The functions are small and pure; :class:`Spectral` holds the precomputed wavenumber arrays of
-one grid (device, dtype). :func:`simulate` is the thin driver that steps a batch and records.
+Time stepping works on the pruned spectrum (:class:`Pruned`): after the 2/3 rule only the real-FFT
+columns ``k_y <= K = (n - 1) // 3`` and the rows ``|k_x| <= K`` are nonzero, so the state is kept
+as the ``(batch, K + 1, n)`` block of columns ``k_y <= K`` (transposed, ``k_x`` last), the
+transforms skip the columns that are zero (:func:`pruned_irfft2`, :func:`pruned_rfft2`), and the
+advection comes from two fields and two products (Basdevant 1983):
+``u . grad w = (d_xx - d_yy)(u v) + d_x d_y (v^2 - u^2)`` (two inverse and two forward transforms
+per evaluation instead of four and one). On the kept modes this equals the advective form
+``u w_x + v w_y`` to round-off: the 2/3 rule makes both products alias-free.
+
+The functions are small and pure; :class:`Spectral` and :class:`Pruned` hold the precomputed
+wavenumber arrays of one grid (device, dtype). :func:`simulate` is the thin driver that steps a
+batch and records.
 """
 
 from __future__ import annotations
@@ -106,8 +116,130 @@ def nonlinear_term(w_hat: torch.Tensor, f_hat: torch.Tensor, grid: Spectral) -> 
     return f_hat - grid.keep * to_spectral(u * wx + v * wy)
 
 
-def linear_symbol(grid: Spectral, nu: float, drag: float = 0.0) -> torch.Tensor:
-    """Symbol of the linear terms ``nu Laplace - mu``: (n, m) real."""
+def cutoff(n: int) -> int:
+    """Largest wavenumber ``K = (n - 1) // 3`` kept by the 2/3 rule on the ``n x n`` grid."""
+    return (n - 1) // 3
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """Multipliers of the pruned spectral layout of the ``n x n`` grid.
+
+    A pruned spectrum is ``(..., K + 1, n)`` with ``K = cutoff(n)``: axis -2 is ``k_y = 0..K``
+    (the first ``K + 1`` columns of the real FFT), axis -1 is ``k_x`` in FFT order
+    (``0, 1, ..., -1``); modes with ``|k_x| > K`` are kept at zero by the multipliers below.
+
+    Attributes (all ``(K + 1, n)`` unless noted, on the grid's device):
+        n: grid size.
+        kx, ky: integer wavenumbers (float, the fields' real dtype).
+        keep: the 2/3-rule mask ``|k_x| <= K`` (float 0/1; ``k_y <= K`` holds by layout).
+        laplacian: the symbol of Laplace, ``-4 pi^2 |k|^2``.
+        to_velocity: ``(2, K + 1, n)`` complex multipliers taking ``w_hat`` to the spectra of
+            ``u, v`` (zero where ``keep`` is 0).
+        advection: ``(2, K + 1, n)`` real multipliers taking the spectra of ``u v`` and
+            ``v^2 - u^2`` to that of ``u . grad w``: the symbols of ``d_xx - d_yy`` and
+            ``d_x d_y`` (zero where ``keep`` is 0, which truncates the product).
+    """
+
+    n: int
+    kx: torch.Tensor
+    ky: torch.Tensor
+    keep: torch.Tensor
+    laplacian: torch.Tensor
+    to_velocity: torch.Tensor
+    advection: torch.Tensor
+
+
+def pruned_grid(
+    n: int, dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu"
+) -> Pruned:
+    """Precompute the multipliers of the pruned layout of the ``n x n`` torus (``n`` even, >= 8)."""
+    if n < 8 or n % 2:
+        raise UserError(f"grid size must be an even number >= 8, got {n}")
+    k = cutoff(n)
+    kx = torch.fft.fftfreq(n, d=1.0 / n, dtype=dtype, device=device)[None, :].expand(k + 1, n)
+    ky = torch.arange(k + 1, dtype=dtype, device=device)[:, None].expand(k + 1, n)
+    keep = (kx.abs() <= k).to(dtype)
+    four_pi2 = 4 * math.pi**2
+    laplacian = -four_pi2 * (kx**2 + ky**2)
+    psi = torch.where(laplacian == 0, torch.zeros_like(laplacian), -keep / laplacian)
+    two_pi_i = 2j * math.pi
+    to_velocity = torch.stack([two_pi_i * ky * psi, -two_pi_i * kx * psi])
+    advection = torch.stack([-four_pi2 * (kx**2 - ky**2), -four_pi2 * kx * ky]) * keep
+    return Pruned(n, kx.contiguous(), ky.contiguous(), keep, laplacian, to_velocity, advection)
+
+
+def to_pruned(w_hat: torch.Tensor) -> torch.Tensor:
+    """Pruned spectrum of a real-FFT spectrum: (..., n, n // 2 + 1) -> (..., K + 1, n).
+
+    Takes the columns ``k_y <= K`` (transposed) and zeroes ``|k_x| > K``: the 2/3-rule
+    truncation, as ``keep * w_hat`` of :class:`Spectral`.
+    """
+    n = w_hat.shape[-2]
+    k = cutoff(n)
+    out = w_hat[..., : k + 1].transpose(-1, -2).contiguous()
+    out[..., k + 1 : n - k] = 0
+    return out
+
+
+def from_pruned(w_pruned: torch.Tensor) -> torch.Tensor:
+    """Real-FFT spectrum of a pruned spectrum: (..., K + 1, n) -> (..., n, n // 2 + 1)."""
+    n = w_pruned.shape[-1]
+    out = w_pruned.new_zeros((*w_pruned.shape[:-2], n, n // 2 + 1))
+    out[..., : w_pruned.shape[-2]] = w_pruned.transpose(-1, -2)
+    return out
+
+
+def pruned_irfft2(w_pruned: torch.Tensor) -> torch.Tensor:
+    """Grid values of a pruned spectrum: (..., K + 1, n) -> (..., n, n).
+
+    Equals ``to_grid(from_pruned(w_pruned), n)``: the inverse FFT along ``x`` runs on the
+    ``K + 1`` columns that can be nonzero only, then the real inverse FFT along ``y``.
+    """
+    n = w_pruned.shape[-1]
+    rows = torch.fft.ifft(w_pruned, dim=-1)  # (..., K + 1, n): k_y, x
+    return torch.fft.irfft(rows.transpose(-1, -2), n=n, dim=-1)
+
+
+def pruned_rfft2(w: torch.Tensor) -> torch.Tensor:
+    """The columns ``k_y <= K`` of the real FFT, transposed: (..., n, n) -> (..., K + 1, n).
+
+    Equals ``to_spectral(w)[..., :K + 1].transpose(-1, -2)`` (no truncation in ``k_x``): the
+    FFT along ``x`` runs on the ``K + 1`` columns that are kept only.
+    """
+    k = cutoff(w.shape[-1])
+    columns = torch.fft.rfft(w, dim=-1)[..., : k + 1]  # (..., n, K + 1): x, k_y
+    return torch.fft.fft(columns.transpose(-1, -2), dim=-1)
+
+
+def quadratic_products(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The products ``(u v, v^2 - u^2)`` of the advection's Basdevant form: two (..., n, n) ->
+    (..., 2, n, n)."""
+    out = u.new_empty((*u.shape[:-2], 2, *u.shape[-2:]))
+    torch.mul(u, v, out=out[..., 0, :, :])
+    torch.mul(v, v, out=out[..., 1, :, :])
+    out[..., 1, :, :].addcmul_(u, u, value=-1)
+    return out
+
+
+def pruned_nonlinear_term(
+    w_pruned: torch.Tensor, f_pruned: torch.Tensor, grid: Pruned
+) -> torch.Tensor:
+    """Pruned spectrum of ``-u . grad w + f``, truncated by the 2/3 rule: (B, K + 1, n).
+
+    ``w_pruned`` must be truncated (zero for ``|k_x| > K``). Two inverse transforms give
+    ``u, v``; two forward transforms the products ``u v`` and ``v^2 - u^2``, whose derivatives
+    ``(d_xx - d_yy)(u v) + d_x d_y (v^2 - u^2)`` are ``u . grad w`` (``div u = 0``).
+    Equals ``to_pruned(nonlinear_term(...))`` of the full spectra to round-off.
+    """
+    u, v = pruned_irfft2(w_pruned[..., None, :, :] * grid.to_velocity).unbind(-3)
+    products = pruned_rfft2(quadratic_products(u, v))
+    out = torch.addcmul(f_pruned, grid.advection[0], products[..., 0, :, :], value=-1)
+    return out.addcmul_(grid.advection[1], products[..., 1, :, :], value=-1)
+
+
+def linear_symbol(grid: Spectral | Pruned, nu: float, drag: float = 0.0) -> torch.Tensor:
+    """Symbol of the linear terms ``nu Laplace - mu``: the shape of ``grid.laplacian``, real."""
     return nu * grid.laplacian - drag
 
 
@@ -297,14 +429,17 @@ def simulate(
     batch, n = w0.shape[0], w0.shape[-1]
     labels = labels or [f"sample {i}" for i in range(batch)]
     grid = spectral_grid(n, w0.dtype, w0.device)
-    lin = linear_symbol(grid, nu, drag)
+    pruned = pruned_grid(n, w0.dtype, w0.device)
+    lin = linear_symbol(pruned, nu, drag)
     f_hat = grid.keep * to_spectral(forcing.to(w0))
+    f_pruned = to_pruned(f_hat)
     w_hat = grid.keep * to_spectral(w0)
     w_hat[..., 0, 0] = 0
+    state = to_pruned(w_hat)  # what the steps advance; w_hat is the full spectrum at records
     stepper = STEPPERS[scheme]
 
     def explicit(state: torch.Tensor) -> torch.Tensor:
-        return nonlinear_term(state, f_hat, grid)
+        return pruned_nonlinear_term(state, f_pruned, pruned)
 
     store_size = store_size or n
     norm0 = enstrophy(w_hat, grid).sqrt()
@@ -317,7 +452,8 @@ def simulate(
         if span < -1e-12:
             raise UserError(f"record times must be increasing and >= start ({start})")
         if span > 1e-12:
-            w_hat, taken = advance(w_hat, span, dt, lin, explicit, stepper, grid, adaptive, cfl_max)
+            state, taken = advance(state, span, dt, lin, explicit, stepper, grid, adaptive, cfl_max)
+            w_hat = from_pruned(state)
             steps += taken
             t = target
         if span > 1e-12:
@@ -354,14 +490,15 @@ def advance(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Advance every sample by ``span`` in equal steps of at most ``dt``: (state, steps (B,)).
 
-    With ``adaptive`` each sample takes the fewest equal steps whose CFL number, at the
-    current velocity, is at most ``cfl_max``; samples that finish early are held.
+    ``w_hat`` is a pruned spectrum (B, K + 1, n) (:func:`to_pruned`), ``lin`` and ``explicit``
+    act on that layout. With ``adaptive`` each sample takes the fewest equal steps whose CFL
+    number, at the current velocity, is at most ``cfl_max``; samples that finish early are held.
     """
     batch = w_hat.shape[0]
     count = math.ceil(span / dt - 1e-9)
     counts = torch.full((batch,), count, dtype=torch.int64, device=w_hat.device)
     if adaptive:
-        unit = cfl_number(w_hat, grid, 1.0)  # CFL number per unit time step
+        unit = cfl_number(from_pruned(w_hat), grid, 1.0)  # CFL number per unit time step
         needed = torch.ceil(span * unit / cfl_max - 1e-9).to(torch.int64)
         counts = torch.maximum(counts, needed.clamp(min=1))
     if bool((counts == counts[0]).all()):

@@ -164,9 +164,71 @@ def test_truncation_and_interpolation_are_exact_on_band_limited_fields():
     assert torch.allclose(coarse, w[:, ::4, ::4], atol=1e-12)
 
 
+PRUNED_SIZES = [16, 18, 24, 32, 48, 64, 96, 100, 128, 192, 256]
+BATCH_SHAPES = [(), (3,), (2, 3)]
+
+
+def truncated_spectrum(n: int, batch: tuple[int, ...], seed: int = 0) -> torch.Tensor:
+    """A random real-FFT spectrum of a real field, truncated by the 2/3 rule: (*batch, n, m)."""
+    w = torch.randn(*batch, n, n, generator=torch.Generator().manual_seed(seed), **F64)
+    return ns.spectral_grid(n).keep * ns.to_spectral(w)
+
+
+@pytest.mark.parametrize("n", PRUNED_SIZES)
+@pytest.mark.parametrize("batch", BATCH_SHAPES)
+def test_pruned_forward_transform_is_the_kept_columns_of_the_full_one(n, batch):
+    w = torch.randn(*batch, n, n, generator=torch.Generator().manual_seed(n), **F64)
+    k = ns.cutoff(n)
+    full = ns.to_spectral(w)
+    pruned = ns.pruned_rfft2(w)
+    assert pruned.shape == (*batch, k + 1, n)
+    error = (pruned - full[..., : k + 1].transpose(-1, -2)).abs().max()
+    assert float(error) < 1e-12 * float(full.abs().max())
+    truncated = ns.to_pruned(full)
+    assert torch.equal(ns.from_pruned(truncated), ns.spectral_grid(n).keep * full)
+
+
+@pytest.mark.parametrize("n", PRUNED_SIZES)
+@pytest.mark.parametrize("batch", BATCH_SHAPES)
+def test_pruned_inverse_transform_equals_the_full_one(n, batch):
+    w_hat = truncated_spectrum(n, batch, seed=n)
+    pruned = ns.to_pruned(w_hat)
+    assert pruned.shape == (*batch, ns.cutoff(n) + 1, n)
+    assert torch.equal(ns.from_pruned(pruned), w_hat)
+    grid = ns.pruned_irfft2(pruned)
+    assert grid.shape == (*batch, n, n)
+    reference = ns.to_grid(w_hat, n)
+    assert float((grid - reference).abs().max()) < 1e-12 * float(reference.abs().max())
+
+
+@pytest.mark.parametrize("n", [16, 32, 64, 128])
+def test_pruned_nonlinear_term_equals_the_advective_form(n):
+    """Basdevant form on the pruned spectrum == u w_x + v w_y on the full one (2/3 rule)."""
+    w_hat = 50 * truncated_spectrum(n, (2,), seed=1)
+    w_hat[..., 0, 0] = 0
+    grid, pruned = ns.spectral_grid(n), ns.pruned_grid(n)
+    f_hat = grid.keep * ns.to_spectral(ns.fno_forcing(n, **F64))
+    full = ns.nonlinear_term(w_hat, f_hat, grid)
+    mine = ns.pruned_nonlinear_term(ns.to_pruned(w_hat), ns.to_pruned(f_hat), pruned)
+    assert float((ns.from_pruned(mine) - full).abs().max()) < 1e-12 * float(full.abs().max())
+
+
+def test_pruned_multipliers_match_the_full_grid():
+    n = 48
+    grid, pruned = ns.spectral_grid(n), ns.pruned_grid(n)
+    for name in ("kx", "ky", "laplacian"):
+        full = getattr(grid, name)[..., : ns.cutoff(n) + 1].transpose(-1, -2)
+        assert torch.equal(getattr(pruned, name), full), name
+    assert torch.equal(pruned.keep, ns.to_pruned(grid.keep.to(torch.complex128)).real)
+    velocity = ns.to_pruned(grid.to_fields[:2])
+    assert torch.allclose(pruned.to_velocity, velocity, rtol=1e-15, atol=0)
+
+
 def test_bad_sizes_are_user_errors():
     with pytest.raises(UserError, match="even number >= 8"):
         ns.spectral_grid(30 + 1)
+    with pytest.raises(UserError, match="even number >= 8"):
+        ns.pruned_grid(6)
     with pytest.raises(UserError, match="at most the solve size"):
         ns.truncate(torch.zeros(1, 32, 32), 64)
 
