@@ -170,30 +170,51 @@ def solve_unit(cfg: DatagenConfig, split: str, start: int, stop: int, device: to
     indices = np.arange(start, stop)
     a, f, seeds = darcy_fields(cfg, split, indices, device)
     u, info = solve_darcy(cfg, a, f, device)
-    for k, record in enumerate(info):
-        if not np.isfinite(record.residual) or not np.all(np.isfinite(u[k])):
-            raise SolverFailure(f"{split} sample {start + k}: the solve produced NaN or inf")
-        if record.residual > cfg.solver.tol:
-            raise SolverFailure(
-                f"{split} sample {start + k}: residual {record.residual:.2e} above tol "
-                f"{cfg.solver.tol:.0e} after a direct solve (ill-conditioned system?)"
-            )
+    check_solves(info, u, cfg.solver.tol, split, start)
     store = cfg.storage_dtype
     unit = {
         "a": a.astype(store),
         "f": f.astype(store),
         "u": u[:, None].astype(store),
-        "iterations": np.array([r.iterations for r in info], dtype=np.int32),
-        "residual": np.array([r.residual for r in info]),
-        "seconds": np.array([r.seconds for r in info]),
-        "method": np.array([r.method for r in info]),
-        "sort_position": indices.astype(np.int64),
-        "sample_index": indices.astype(np.int64),
-        "seed": seeds,
+        **diagnostic_arrays(info, indices, indices, seeds),
     }
     if cfg.forcing.kind == "constant":
         unit["f"] = unit["f"][0]
     return unit
+
+
+def diagnostic_arrays(
+    info: list[SolveInfo], indices: np.ndarray, positions: np.ndarray, seeds: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Per-sample provenance of one unit (every steady problem stores the same ones).
+
+    Args:
+        info: one :class:`SolveInfo` per sample, in sample order.
+        indices: (B,) sample indices; positions: (B,) each sample's place in the solve order
+            (the sorted order of SKR; the indices themselves when nothing is sorted).
+        seeds: (B,) the seeds the samples were drawn from.
+    """
+    return {
+        "iterations": np.array([r.iterations for r in info], dtype=np.int32),
+        "residual": np.array([r.residual for r in info]),
+        "seconds": np.array([r.seconds for r in info]),
+        "method": np.array([r.method for r in info]),
+        "sort_position": np.asarray(positions, dtype=np.int64),
+        "sample_index": np.asarray(indices, dtype=np.int64),
+        "seed": np.asarray(seeds, dtype=np.uint64),
+    }
+
+
+def check_solves(info: list[SolveInfo], u: np.ndarray, tol: float, split: str, start: int):
+    """Raise :class:`SolverFailure` for a non-finite solution or a residual above ``tol``."""
+    for k, record in enumerate(info):
+        if not np.isfinite(record.residual) or not np.all(np.isfinite(u[k])):
+            raise SolverFailure(f"{split} sample {start + k}: the solve produced NaN or inf")
+        if record.residual > tol:
+            raise SolverFailure(
+                f"{split} sample {start + k}: residual {record.residual:.2e} above tol "
+                f"{tol:.0e} after a direct solve (ill-conditioned system?)"
+            )
 
 
 def darcy_recipe(cfg: DatagenConfig, device: torch.device) -> Recipe:
@@ -293,6 +314,10 @@ def generate(cfg: GenerationConfig, progress: bool = True) -> list[SplitSummary]
         from datagen.navier_stokes_data import navier_stokes_recipe
 
         recipe = navier_stokes_recipe(cfg, device, progress)
+    elif cfg.problem == "helmholtz":
+        from datagen.helmholtz_data import helmholtz_recipe
+
+        recipe = helmholtz_recipe(cfg, device)
     else:
         recipe = darcy_recipe(cfg, device)
     return run_recipe(cfg, recipe, progress)

@@ -10,6 +10,12 @@ coefficients of the piecewise-constant Darcy data, where averaged coarse coeffic
 
 The V-cycle (damped-Jacobi pre- and post-smoothing, a dense Cholesky solve on the coarsest grid)
 is symmetric positive definite for SPD ``A``, so it can precondition CG.
+
+A second coarsening, ``"vertex"``, serves grids whose boundary nodes are unknowns (Robin or
+impedance boundaries, e.g. :mod:`datagen.helmholtz`): an odd number ``n`` of nodes per side,
+coarse node ``J`` on fine node ``2J`` (``n_c = (n + 1) / 2``, both ends kept), the same bilinear
+weights, nothing outside the grid. Complex operators (e.g. a complex-shifted Laplacian) use an LU
+factorisation on the coarsest grid instead of Cholesky.
 """
 
 from __future__ import annotations
@@ -52,40 +58,98 @@ class StencilOperator:
         return StencilOperator(self.stencil.to(dtype))
 
 
-def _bilinear_kernel(like: torch.Tensor) -> torch.Tensor:
-    w = torch.tensor([0.5, 1.0, 0.5], dtype=like.dtype, device=like.device)
-    return (w[:, None] * w[None, :])[None, None]
+def _along(transfer, x: torch.Tensor, axis: int, *args) -> torch.Tensor:
+    """Apply a 1-D transfer acting on the last axis to ``axis`` of ``x``."""
+    return transfer(x.movedim(axis, -1), *args).movedim(-1, axis)
+
+
+def _interleave(even: torch.Tensor, odd: torch.Tensor) -> torch.Tensor:
+    """``out[2i] = even[i]``, ``out[2i + 1] = odd[i]`` along the last axis (equal lengths)."""
+    return torch.stack([even, odd], dim=-1).flatten(-2)
+
+
+def _prolong_1d(c: torch.Tensor, n: int) -> torch.Tensor:
+    """Interior coarsening, 1-D: fine ``2J + 1`` = c_J, fine ``2J`` = (c_{J-1} + c_J) / 2."""
+    padded = torch.nn.functional.pad(c, (1, 1))
+    mid = 0.5 * (padded[..., :-1] + padded[..., 1:])  # fine 0, 2, ..., 2 n_c
+    odd = torch.nn.functional.pad(c, (0, 1))  # fine 1, 3, ..., 2 n_c + 1 (last is outside)
+    return _interleave(mid, odd)[..., :n]
+
+
+def _restrict_1d(f: torch.Tensor) -> torch.Tensor:
+    """Transpose of :func:`_prolong_1d`: ``c_J = f_{2J+1} + (f_{2J} + f_{2J+2}) / 2``."""
+    nc = f.shape[-1] // 2
+    padded = torch.nn.functional.pad(f, (0, 2 * nc + 1 - f.shape[-1]))
+    return padded[..., 1::2] + 0.5 * (padded[..., 0:-1:2] + padded[..., 2::2])
+
+
+def _prolong_vertex_1d(c: torch.Tensor, n: int) -> torch.Tensor:
+    """Vertex coarsening, 1-D: fine ``2J`` = c_J, fine ``2J + 1`` = (c_J + c_{J+1}) / 2."""
+    odd = torch.nn.functional.pad(0.5 * (c[..., :-1] + c[..., 1:]), (0, 1))
+    return _interleave(c, odd)[..., :n]
+
+
+def _restrict_vertex_1d(f: torch.Tensor) -> torch.Tensor:
+    """Transpose of :func:`_prolong_vertex_1d`: ``c_J = f_{2J} + (f_{2J-1} + f_{2J+1}) / 2``."""
+    padded = torch.nn.functional.pad(f, (1, 1))
+    return padded[..., 1:-1:2] + 0.5 * (padded[..., 0:-2:2] + padded[..., 2::2])
 
 
 def prolong(coarse: torch.Tensor, fine_shape: tuple[int, int]) -> torch.Tensor:
     """Bilinear interpolation (B, n_c0, n_c1) -> (B, n0, n1), coarse J at fine 2J + 1.
 
-    A stride-2 transposed convolution with the 3 x 3 bilinear stencil gives fine nodes
-    ``0 .. 2 n_c``; for even ``n`` the last row/column (which would lie on the boundary) is cut.
+    Zero values outside the grid (Dirichlet); for even ``n`` the node that would lie on the
+    boundary is cut. Separable: the 1-D rule along each axis (strided slicing, no convolution).
     """
-    fine = torch.nn.functional.conv_transpose2d(
-        coarse[:, None], _bilinear_kernel(coarse), stride=2
-    )[:, 0]
-    return fine[:, : fine_shape[0], : fine_shape[1]]
+    out = _along(_prolong_1d, coarse, -2, fine_shape[0])
+    return _along(_prolong_1d, out, -1, fine_shape[1])
 
 
 def restrict(fine: torch.Tensor) -> torch.Tensor:
     """The transpose of :func:`prolong`: (B, n0, n1) -> (B, n0 // 2, n1 // 2)."""
-    n0, n1 = fine.shape[-2:]
-    padded = torch.nn.functional.pad(fine, (0, (n1 + 1) % 2, 0, (n0 + 1) % 2))
-    return torch.nn.functional.conv2d(padded[:, None], _bilinear_kernel(fine), stride=2)[:, 0]
+    return _along(_restrict_1d, _along(_restrict_1d, fine, -2), -1)
 
 
-def galerkin(apply: Operator, batch: int, fine_shape: tuple[int, int], like: torch.Tensor):
+def prolong_vertex(coarse: torch.Tensor, fine_shape: tuple[int, int]) -> torch.Tensor:
+    """Bilinear interpolation (B, n_c0, n_c1) -> (B, 2 n_c0 - 1, 2 n_c1 - 1), coarse J at 2J."""
+    out = _along(_prolong_vertex_1d, coarse, -2, fine_shape[0])
+    return _along(_prolong_vertex_1d, out, -1, fine_shape[1])
+
+
+def restrict_vertex(fine: torch.Tensor) -> torch.Tensor:
+    """The transpose of :func:`prolong_vertex`: (B, n0, n1) -> (B, (n0 + 1) / 2, (n1 + 1) / 2)."""
+    return _along(_restrict_vertex_1d, _along(_restrict_vertex_1d, fine, -2), -1)
+
+
+def coarse_shape(shape: tuple[int, int], coarsening: str) -> tuple[int, int]:
+    """The coarse grid of ``shape`` under ``coarsening`` ("interior" or "vertex")."""
+    if coarsening == "interior":
+        return shape[0] // 2, shape[1] // 2
+    if coarsening == "vertex":
+        return (shape[0] + 1) // 2, (shape[1] + 1) // 2
+    raise ValueError(f"coarsening must be 'interior' or 'vertex', got {coarsening!r}")
+
+
+TRANSFERS = {"interior": (prolong, restrict), "vertex": (prolong_vertex, restrict_vertex)}
+
+
+def galerkin(
+    apply: Operator,
+    batch: int,
+    fine_shape: tuple[int, int],
+    like: torch.Tensor,
+    coarsening: str = "interior",
+):
     """The 9-point stencil of ``R A P`` on the coarse grid, by probing: StencilOperator."""
-    nc0, nc1 = fine_shape[0] // 2, fine_shape[1] // 2
+    nc0, nc1 = coarse_shape(fine_shape, coarsening)
+    prolong_, restrict_ = TRANSFERS[coarsening]
     rows = torch.arange(nc0, device=like.device)[:, None]
     cols = torch.arange(nc1, device=like.device)[None, :]
     stencil = like.new_zeros((batch, 3, 3, nc0, nc1))
     for c0 in range(3):
         for c1 in range(3):
             probe = ((rows % 3 == c0) & (cols % 3 == c1)).to(like.dtype)
-            response = restrict(apply(prolong(probe.expand(batch, nc0, nc1), fine_shape)))
+            response = restrict_(apply(prolong_(probe.expand(batch, nc0, nc1), fine_shape)))
             for di in (-1, 0, 1):
                 for dj in (-1, 0, 1):
                     hit = ((rows + di) % 3 == c0) & ((cols + dj) % 3 == c1)
@@ -111,7 +175,10 @@ class Level:
 
 
 class Multigrid:
-    """Galerkin V-cycle preconditioner for a batch of SPD operators on (B, n0, n1).
+    """Galerkin V-cycle preconditioner for a batch of operators on (B, n0, n1).
+
+    SPD operators (Darcy) give an SPD cycle (Cholesky on the coarsest grid); complex ones
+    (a complex-shifted Laplacian) an LU solve there.
 
     Args:
         operator: the fine operator (callable on (B, n0, n1), with ``diagonal()``).
@@ -121,7 +188,9 @@ class Multigrid:
         damping: the Jacobi weight.
         dtype: precision of the cycle (the hierarchy is built in the operator's precision,
             then stored in this one). float32 halves the memory traffic; as a preconditioner
-            of float64 CG it costs at most an extra iteration (tests/datagen).
+            of float64 CG it costs at most an extra iteration (tests/datagen). Complex
+            operators take complex64 or complex128.
+        coarsening: "interior" (Dirichlet grids) or "vertex" (all nodes unknowns, odd sides).
     """
 
     def __init__(
@@ -134,29 +203,39 @@ class Multigrid:
         smoothing: int = 2,
         damping: float = 0.8,
         dtype: torch.dtype | None = None,
+        coarsening: str = "interior",
     ) -> None:
         self.smoothing, self.damping = smoothing, damping
         self.dtype = dtype or like.dtype
+        self.coarsening = coarsening
         self.levels: list[Level] = []
         while True:
             low = operator.to(self.dtype)
             self.levels.append(Level(low, 1.0 / low.diagonal(), shape))
-            if min(shape) <= coarsest:
+            odd = shape[0] % 2 == 1 and shape[1] % 2 == 1
+            if min(shape) <= coarsest or (coarsening == "vertex" and not odd):
                 break
-            operator = galerkin(operator, batch, shape, like)
-            shape = (shape[0] // 2, shape[1] // 2)
+            operator = galerkin(operator, batch, shape, like, coarsening)
+            shape = coarse_shape(shape, coarsening)
         dense = dense_matrix(operator, batch, shape, like)
-        self.cholesky = torch.linalg.cholesky((dense + dense.mT) / 2).to(self.dtype)
+        if like.dtype.is_complex:
+            lu, pivots = torch.linalg.lu_factor(dense)
+            self.cholesky, self.lu = None, (lu.to(self.dtype), pivots)
+        else:
+            self.cholesky = torch.linalg.cholesky((dense + dense.mT) / 2).to(self.dtype)
+            self.lu = None
 
     def subset(self, index: torch.Tensor) -> Multigrid:
         """The same hierarchy restricted to batch members ``index``."""
         new = object.__new__(Multigrid)
         new.smoothing, new.damping, new.dtype = self.smoothing, self.damping, self.dtype
+        new.coarsening = self.coarsening
         new.levels = [
             Level(lv.operator.subset(index), lv.inverse_diagonal[index], lv.shape)
             for lv in self.levels
         ]
-        new.cholesky = self.cholesky[index]
+        new.cholesky = self.cholesky[index] if self.cholesky is not None else None
+        new.lu = (self.lu[0][index], self.lu[1][index]) if self.lu is not None else None
         return new
 
     def __call__(self, residual: torch.Tensor) -> torch.Tensor:
@@ -167,13 +246,16 @@ class Multigrid:
         level = self.levels[depth]
         if depth == len(self.levels) - 1:
             rhs = f.reshape(f.shape[0], -1, 1)
+            if self.lu is not None:
+                return torch.linalg.lu_solve(*self.lu, rhs).reshape(f.shape)
             return torch.cholesky_solve(rhs, self.cholesky).reshape(f.shape)
         weight = self.damping * level.inverse_diagonal
         x = weight * f
         for _ in range(self.smoothing - 1):
             x = x + weight * (f - level.operator(x))
-        coarse = self._cycle(depth + 1, restrict(f - level.operator(x)))
-        x = x + prolong(coarse, level.shape)
+        prolong_, restrict_ = TRANSFERS[self.coarsening]
+        coarse = self._cycle(depth + 1, restrict_(f - level.operator(x)))
+        x = x + prolong_(coarse, level.shape)
         for _ in range(self.smoothing):
             x = x + weight * (f - level.operator(x))
         return x

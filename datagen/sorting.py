@@ -401,3 +401,25 @@ def path_length(fields_or_features: np.ndarray, order: np.ndarray) -> float:
         steps = x[a[1:]] - x[a[:-1]]
         total += float(np.sqrt(np.einsum("ij,ij->i", steps, steps)).sum())
     return total
+
+
+def chain_schedule(order: np.ndarray, chains: int) -> list[np.ndarray]:
+    """Cut a sorted order into ``chains`` contiguous chains advanced in lockstep (SKR batching).
+
+    Args:
+        order: (N,) the sorted order (sample positions).
+        chains: number of chains C >= 1 (at most N are used).
+
+    Returns:
+        one (C_t,) int64 array per step t: the t-th system of every chain long enough
+        (chain c holds ``order[c L : (c + 1) L]``, ``L = ceil(N / C)``). Step t's systems
+        follow step t - 1's of the same chains, so entry i of step t continues entry i of
+        step t - 1.
+    """
+    order = np.asarray(order, dtype=np.int64)
+    if chains < 1:
+        raise ValueError(f"chains must be >= 1, got {chains}")
+    length = -(-order.size // chains) if order.size else 0
+    pieces = [order[c * length : (c + 1) * length] for c in range(chains)]
+    pieces = [p for p in pieces if p.size]
+    return [np.array([p[t] for p in pieces if t < p.size]) for t in range(length)]

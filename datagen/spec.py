@@ -220,8 +220,109 @@ class NavierStokesConfig(StrictModel):
         return self
 
 
-PROBLEMS = {"darcy": DatagenConfig, "navier_stokes": NavierStokesConfig}
-GenerationConfig = DatagenConfig | NavierStokesConfig
+class Wavenumber(StrictModel):
+    """Helmholtz wave number ``k(x) = k0 (1 + eps tanh(G(x)))``, ``G`` a GRF (``alpha``, ``tau``).
+
+    ``k0 = 20 .. 80`` puts about 3 .. 13 wavelengths across the unit square.
+    """
+
+    k0: float = Field(30.0, gt=0.0)
+    eps: float = Field(0.2, ge=0.0, lt=1.0, description="relative variation, < 1 keeps k > 0")
+    alpha: float = Field(2.0, gt=1.0)
+    tau: float = Field(3.0, gt=0.0)
+    boundary: Literal["periodic", "neumann"] = "neumann"
+
+
+class Source(StrictModel):
+    """Helmholtz source ``f``: a normalised Gaussian bump (``gaussian``, the same for every
+    sample) or a GRF (``random``), times ``value``."""
+
+    kind: Literal["gaussian", "random"] = "gaussian"
+    value: float = 1.0
+    center: tuple[float, float] = (0.5, 0.5)
+    width: float = Field(0.05, gt=0.0)
+    alpha: float = Field(2.5, gt=1.0)
+    tau: float = Field(7.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _nonzero(self) -> Source:
+        if self.value == 0:
+            raise ValueError("value must be nonzero (f = 0 gives u = 0)")
+        return self
+
+
+class HelmholtzSolver(StrictModel):
+    """Linear solver for Helmholtz.
+
+    ``skr``: Sorting Krylov Recycling: the samples of a work unit are sorted by their wave
+    number fields (``sort``), cut into ``chains`` contiguous chains advanced together as one
+    batch, each system solved by GCRO-DR(``restart``, ``recycle``) with the recycle space and
+    (``warm_start``) the solution of the previous system of its chain, right-preconditioned by
+    one multigrid V-cycle of the complex-shifted Laplacian (damping ``shift``). ``gmres``: the
+    same without sorting, recycling or warm starts. ``direct``: SciPy SuperLU per sample.
+    ``auto``: ``skr`` on a GPU, ``direct`` on the CPU (faster there, benchmarks/RESULTS.md).
+    A sample that misses ``tol`` in ``maxiter`` iterations is solved directly and marked so.
+    """
+
+    method: Literal["auto", "skr", "gmres", "direct"] = "auto"
+    tol: float = Field(1e-8, gt=0.0, lt=1.0, description="required true relative residual")
+    maxiter: Int = Field(1000, ge=1)
+    restart: Int = Field(40, ge=1, le=1000)
+    recycle: Int = Field(20, ge=0, le=1000)
+    chains: Int = Field(4, ge=1, le=4096)
+    sort: Literal["auto", "none", "greedy", "scalable"] = "auto"
+    warm_start: bool = True
+    shift: float = Field(0.5, gt=0.0, description="damping beta of the shifted Laplacian")
+    cycle_precision: Literal["complex64", "complex128"] = "complex64"
+
+
+class HelmholtzConfig(StrictModel):
+    """A Helmholtz generation config: ``-Laplace u - k(x)^2 u = f`` with an absorbing boundary.
+
+    ``resolution`` nodes per side including the boundary (odd, for vertex-centred multigrid);
+    it must give at least 10 points per shortest wavelength ``2 pi / (k0 (1 + eps))``.
+    """
+
+    problem: Literal["helmholtz"] = "helmholtz"
+    name: str = Field("helmholtz", pattern=r"^[A-Za-z0-9_.-]+$")
+    resolution: Int = Field(65, ge=9, le=8193)
+    samples: Samples = Samples()
+    seed: Int = Field(0, ge=0, lt=2**63)
+    wavenumber: Wavenumber = Wavenumber()
+    source: Source = Source()
+    solver: HelmholtzSolver = HelmholtzSolver()
+    batch_size: Int = Field(16, ge=1, le=65536, description="samples per work unit (sorted)")
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    storage_dtype: Literal["float32", "float64"] = "float32"
+    output: Output = Output(dir="runs/data/helmholtz")
+
+    @model_validator(mode="after")
+    def _resolved(self) -> HelmholtzConfig:
+        import math
+
+        if self.resolution % 2 == 0:
+            raise ValueError(
+                f"resolution must be odd (vertex-centred multigrid), got {self.resolution}"
+            )
+        k_max = self.wavenumber.k0 * (1 + self.wavenumber.eps)
+        ppw = 2 * math.pi * (self.resolution - 1) / k_max
+        if ppw < 10:
+            need = math.ceil(10 * k_max / (2 * math.pi)) + 1
+            need += 1 - need % 2  # the next odd resolution
+            raise ValueError(
+                f"resolution {self.resolution} gives {ppw:.1f} points per wavelength at "
+                f"k_max = {k_max:.1f}; at least 10 are needed: use resolution >= {need} "
+                "or a smaller wavenumber.k0"
+            )
+        return self
+
+
+PROBLEMS = {
+    "darcy": DatagenConfig,
+    "navier_stokes": NavierStokesConfig,
+    "helmholtz": HelmholtzConfig,
+}
+GenerationConfig = DatagenConfig | NavierStokesConfig | HelmholtzConfig
 
 
 def load_generation_config(path: str, overrides: list[str] | None = None) -> GenerationConfig:

@@ -1,0 +1,156 @@
+"""Seconds per Helmholtz system: SuperLU, SciPy gcrotmk and our Krylov solvers, in one run.
+
+Same systems for every solver: ``N`` wave numbers ``k = k0 (1 + 0.2 tanh(GRF))`` per size (k0
+chosen for ``--ppw`` points per shortest wavelength), a Gaussian source, the absorbing boundary
+of :mod:`datagen.helmholtz`; every result must reach the true relative residual 1e-8 (the worst
+one is reported).
+
+- ``superlu``: SciPy SuperLU per system (matrix assembled outside the timer);
+- ``gcrotmk``: SciPy GCROT(m, k) with its recycled subspace carried from system to system,
+  preconditioned by our shifted-Laplacian V-cycle (built per system, inside the timer);
+- ``gmres``: our batched GMRES(m) + V-cycle, all systems in one batch, zero start (the SKR
+  paper's baseline, with a much better preconditioner);
+- ``recycle``: GCRO-DR(m, k) along 4 chains in index order, zero start (recycling alone);
+- ``skr``: sorted chains + GCRO-DR recycling + warm starts (full SKR).
+
+Usage: python benchmarks/linear_solvers.py [--sizes 65 129] [--samples 16] [--ppw 10.5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import time
+
+import numpy as np
+import scipy.sparse.linalg as spla
+import torch
+
+from datagen.fields import gaussian_random_field, sample_seed
+from datagen.gcrodr import gcrodr
+from datagen.helmholtz import (
+    HelmholtzOperator,
+    assemble,
+    gaussian_source,
+    load,
+    shifted_laplace_multigrid,
+    wavenumber,
+)
+from datagen.sorting import chain_schedule, sort_fields
+
+TOL = 1e-8
+RESTART, RECYCLE = 40, 20
+
+
+def problems(size: int, count: int, ppw: float) -> tuple[np.ndarray, np.ndarray, float]:
+    k0 = 2 * math.pi * (size - 1) / ppw / 1.2
+    seeds = [sample_seed(2024, 0, i) for i in range(count)]
+    k = wavenumber(gaussian_random_field(seeds, size, 2.0, 3.0, "neumann"), k0, 0.2).numpy()
+    rhs = load(gaussian_source(size, (0.5, 0.5), 0.05).expand(count, size, size)).numpy()
+    return k, rhs, k0
+
+
+def peer_superlu(matrices, rhs):
+    out = []
+    for m, b in zip(matrices, rhs, strict=True):
+        start = time.perf_counter()
+        x = spla.splu(m.tocsc(), permc_spec="MMD_AT_PLUS_A").solve(b.ravel())
+        out.append((x, time.perf_counter() - start, 0))
+    return out
+
+
+def peer_gcrotmk(matrices, rhs, k):
+    recycled: list = []
+    out = []
+    for i, (m, b) in enumerate(zip(matrices, rhs, strict=True)):
+        start = time.perf_counter()
+        vcycle = shifted_laplace_multigrid(torch.from_numpy(k[i : i + 1]))
+        shape = k.shape[1:]
+
+        def apply(v, vcycle=vcycle, shape=shape):
+            t = torch.from_numpy(np.ascontiguousarray(v, dtype=np.complex128)).reshape(1, *shape)
+            return vcycle(t).reshape(-1).numpy()
+
+        M = spla.LinearOperator(m.shape, matvec=apply, dtype=np.complex128)
+        count = [0]
+        x, _ = spla.gcrotmk(
+            m,
+            b.ravel(),
+            rtol=TOL / 2,
+            atol=0.0,
+            M=M,
+            m=RESTART,
+            k=RECYCLE,
+            CU=recycled,
+            discard_C=True,
+            maxiter=200,
+            callback=lambda _, count=count: count.__setitem__(0, count[0] + 1),
+        )
+        out.append((x, time.perf_counter() - start, count[0]))
+    return out
+
+
+def ours(k, rhs, chains: int, sort: bool, warm: bool, recycle: int):
+    order = sort_fields(k, method="greedy") if sort else np.arange(len(k))
+    results: dict[int, tuple] = {}
+    x_prev, space = None, None
+    start = time.perf_counter()
+    for step in chain_schedule(order, chains):
+        kt, bt = torch.from_numpy(k[step]), torch.from_numpy(rhs[step])
+        op = HelmholtzOperator.from_wavenumber(kt)
+        pre = shifted_laplace_multigrid(kt)
+        x0 = x_prev[: len(step)] if warm and x_prev is not None else None
+        carried = space.subset(torch.arange(len(step))) if space is not None else None
+        r = gcrodr(op, bt, x0, pre, TOL, RESTART, recycle, 3000, carried)
+        x_prev, space = r.x, r.recycle
+        for c, i in enumerate(step.tolist()):
+            results[i] = (r.x[c].numpy().ravel(), int(r.iterations[c]))
+    share = (time.perf_counter() - start) / len(k)
+    return [(results[i][0], share, results[i][1]) for i in range(len(k))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[65, 129])
+    parser.add_argument("--samples", type=int, default=16)
+    parser.add_argument("--ppw", type=float, default=10.5)
+    parser.add_argument("--skip", nargs="*", default=[])
+    args = parser.parse_args()
+    print(
+        f"# {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{args.samples} systems per row, GMRES restart {RESTART}, recycle {RECYCLE}"
+    )
+    print("| s | k0 | solver | median s/system | mean iterations | worst residual | vs superlu |")
+    print("|---|---|---|---|---|---|---|")
+    for size in args.sizes:
+        k, rhs, k0 = problems(size, args.samples, args.ppw)
+        matrices = [assemble(x) for x in k]
+        solvers = {
+            "superlu": lambda k, rhs, ms: peer_superlu(ms, rhs),
+            "gcrotmk": lambda k, rhs, ms: peer_gcrotmk(ms, rhs, k),
+            "gmres": lambda k, rhs, ms: ours(k, rhs, len(k), False, False, 0),
+            "recycle": lambda k, rhs, ms: ours(k, rhs, 4, False, False, RECYCLE),
+            "skr": lambda k, rhs, ms: ours(k, rhs, 4, True, True, RECYCLE),
+        }
+        rows = {}
+        for name, solve in solvers.items():
+            if name in args.skip:
+                continue
+            results = solve(k, rhs, matrices)
+            worst = max(
+                np.linalg.norm(b.ravel() - m @ x) / np.linalg.norm(b)
+                for m, b, (x, _, _) in zip(matrices, rhs, results, strict=True)
+            )
+            seconds = float(np.median([t for _, t, _ in results]))
+            rows[name] = (seconds, np.mean([i for _, _, i in results]), worst)
+            base = rows.get("superlu", (float("nan"),))[0]
+            print(
+                f"| {size} | {k0:.1f} | {name} | {seconds:.4f} | {rows[name][1]:.1f} | "
+                f"{worst:.1e} | {base / seconds:.2f}x |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()

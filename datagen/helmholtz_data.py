@@ -1,0 +1,222 @@
+"""Helmholtz datasets: wave number fields in, complex wave fields out (Sorting Krylov Recycling).
+
+Each work unit of ``batch_size`` samples is solved in one of three ways (``solver.method``):
+
+- ``skr``: sort the unit's wave number fields (:func:`datagen.sorting.sort_fields`), cut the
+  order into ``chains`` chains (:func:`datagen.sorting.chain_schedule`) and advance them as one
+  batch: every system is solved by GCRO-DR (:func:`datagen.gcrodr.gcrodr`) preconditioned by a
+  shifted-Laplacian V-cycle, starting from the previous solution of its chain and recycling its
+  subspace;
+- ``gmres``: batched GMRES(m) with the same preconditioner from a zero start, in index order;
+- ``direct``: SciPy SuperLU per sample.
+
+A sample that misses the tolerance is solved directly (method ``direct-fallback``). Stored per
+sample: ``k`` (the wave number), ``u_re`` and ``u_im`` (the solution), and ``f`` (the source;
+one field when it is the same for every sample), plus the diagnostics of
+:func:`datagen.generate.diagnostic_arrays` with ``sort_position`` the place of each sample in
+its unit's solve order (offset by the unit's start).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from datagen.darcy import SolveInfo
+from datagen.fields import gaussian_random_field, sample_seed
+from datagen.gcrodr import gcrodr
+from datagen.generate import (
+    STREAM_COEFFICIENT,
+    STREAM_FORCING,
+    Output,
+    Recipe,
+    check_solves,
+    diagnostic_arrays,
+    provenance,
+    stream,
+)
+from datagen.helmholtz import (
+    HelmholtzOperator,
+    gaussian_source,
+    load,
+    relative_residuals,
+    shifted_laplace_multigrid,
+    solve_direct,
+    wavenumber,
+)
+from datagen.schema import FieldSpec
+from datagen.sorting import chain_schedule, sort_fields
+from datagen.spec import HelmholtzConfig
+
+
+def choose_method(cfg: HelmholtzConfig, device: torch.device) -> str:
+    """Resolve ``solver.method: auto``: ``skr`` on a GPU, ``direct`` (SuperLU) on the CPU."""
+    if cfg.solver.method != "auto":
+        return cfg.solver.method
+    return "skr" if device.type == "cuda" else "direct"
+
+
+def helmholtz_fields(
+    cfg: HelmholtzConfig, split: str, indices: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Wave numbers ``k`` (B, s, s) and sources ``f`` (B, s, s), float64 rounded to the storage
+    dtype (the stored fields are the ones solved), and the seeds (B,) uint64."""
+    s, store = cfg.resolution, np.dtype(cfg.storage_dtype)
+    w = cfg.wavenumber
+    seeds = [sample_seed(cfg.seed, stream(split, STREAM_COEFFICIENT), int(i)) for i in indices]
+    field = gaussian_random_field(seeds, s, w.alpha, w.tau, w.boundary)
+    k = wavenumber(field, w.k0, w.eps).numpy().astype(store).astype(np.float64)
+    src = cfg.source
+    if src.kind == "gaussian":
+        bump = gaussian_source(s, tuple(src.center), src.width).numpy()
+        f = np.broadcast_to(src.value * bump, (len(indices), s, s)).copy()
+    else:
+        fseeds = [sample_seed(cfg.seed, stream(split, STREAM_FORCING), int(i)) for i in indices]
+        grf = gaussian_random_field(fseeds, s, src.alpha, src.tau, "periodic")
+        f = src.value * grf.numpy()
+    return k, f.astype(store).astype(np.float64), np.asarray(seeds, dtype=np.uint64)
+
+
+def solve_chains(
+    k: np.ndarray,
+    rhs: np.ndarray,
+    order: np.ndarray,
+    chains: int,
+    cfg: HelmholtzConfig,
+    device: torch.device,
+    recycle: bool,
+    warm: bool,
+) -> tuple[np.ndarray, list[SolveInfo]]:
+    """Solve the systems along chains of ``order``: one batched GCRO-DR per step.
+
+    Args:
+        k, rhs: (N, s, s) wave numbers and loads (complex); order: (N,) the solve order.
+        chains: chains advanced together; recycle / warm: carry the recycle space / the
+            solution from each system to the next of its chain.
+
+    Returns:
+        ``u`` (N, s, s) complex128 and one :class:`SolveInfo` per sample (method
+        ``"skr"`` or ``"gmres"``; unconverged samples are returned as they are, with their
+        residual, for the caller's fallback).
+    """
+    sol = cfg.solver
+    u = np.zeros(k.shape, dtype=np.complex128)
+    info: list[SolveInfo | None] = [None] * len(k)
+    space, previous = None, None
+    name = "skr" if recycle else "gmres"
+    for step in chain_schedule(order, chains):
+        start = time.perf_counter()
+        kt = torch.from_numpy(k[step]).to(device)
+        bt = torch.from_numpy(rhs[step]).to(device)
+        op = HelmholtzOperator.from_wavenumber(kt)
+        pre = shifted_laplace_multigrid(kt, sol.shift, getattr(torch, sol.cycle_precision))
+        x0 = previous[: len(step)] if warm and previous is not None else None
+        carried = space.subset(torch.arange(len(step))) if space is not None else None
+        result = gcrodr(
+            op,
+            bt,
+            x0=x0,
+            preconditioner=pre,
+            tol=sol.tol,
+            restart=sol.restart,
+            recycle=sol.recycle if recycle else 0,
+            maxiter=sol.maxiter,
+            space=carried,
+        )
+        previous, space = result.x, result.recycle
+        share = (time.perf_counter() - start) / len(step)
+        x = result.x.cpu().numpy()
+        for c, sample in enumerate(step.tolist()):
+            u[sample] = x[c]
+            info[sample] = SolveInfo(
+                name, int(result.iterations[c]), float(result.residual[c]), share
+            )
+    return u, info
+
+
+def solve_unit(
+    cfg: HelmholtzConfig, split: str, start: int, stop: int, device: torch.device
+) -> dict[str, np.ndarray]:
+    """Generate and solve samples ``start:stop`` of ``split``; arrays ready to store."""
+    indices = np.arange(start, stop)
+    k, f, seeds = helmholtz_fields(cfg, split, indices)
+    rhs = load(torch.from_numpy(f)).numpy()
+    method = choose_method(cfg, device)
+    order = np.arange(len(indices))
+    if method == "direct":
+        solved = [solve_direct(k[i], rhs[i]) for i in range(len(k))]
+        u = np.stack([x for x, _ in solved])
+        info = [i for _, i in solved]
+    else:
+        skr = method == "skr"
+        if skr:
+            order = sort_fields(k, method=cfg.solver.sort)
+        chains = cfg.solver.chains if skr else len(indices)
+        u, info = solve_chains(
+            k, rhs, order, chains, cfg, device, skr, skr and cfg.solver.warm_start
+        )
+        for i, record in enumerate(info):
+            if record.residual > cfg.solver.tol or not np.isfinite(record.residual):
+                exact, direct = solve_direct(k[i], rhs[i])
+                u[i] = exact
+                info[i] = SolveInfo(
+                    "direct-fallback",
+                    record.iterations,
+                    direct.residual,
+                    record.seconds + direct.seconds,
+                )
+    check_solves(info, u, cfg.solver.tol, split, start)
+    positions = np.empty(len(indices), dtype=np.int64)
+    positions[order] = np.arange(len(indices))
+    store = cfg.storage_dtype
+    unit = {
+        "k": k.astype(store),
+        "f": f.astype(store) if cfg.source.kind == "random" else f[0].astype(store),
+        "u_re": u.real[:, None].astype(store),
+        "u_im": u.imag[:, None].astype(store),
+        **diagnostic_arrays(info, indices, start + positions, seeds),
+    }
+    return unit
+
+
+def stored_residuals(k: np.ndarray, f: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Relative residuals (B,) of stored samples (``u`` complex (B, s, s)), in float64."""
+    rhs = load(torch.from_numpy(np.asarray(f, dtype=np.float64)))
+    kt = torch.from_numpy(np.asarray(k, dtype=np.float64))
+    return relative_residuals(kt, rhs, torch.from_numpy(u)).numpy()
+
+
+def helmholtz_recipe(cfg: HelmholtzConfig, device: torch.device) -> Recipe:
+    """The Helmholtz problem as a :class:`~datagen.generate.Recipe`."""
+    s, w, src = cfg.resolution, cfg.wavenumber, cfg.source
+
+    def writer_args(split: str) -> dict[str, Any]:
+        return dict(
+            fields=[
+                FieldSpec("k"),
+                FieldSpec("f", sample_varying=src.kind == "random"),
+                FieldSpec("u_re", time_varying=True),
+                FieldSpec("u_im", time_varying=True),
+            ],
+            steps=1,
+            size=(s, s),
+            dataset_name=cfg.name,
+            attrs={"problem": cfg.problem, "split": split, "boundary": "impedance"},
+            parameters={"k0": w.k0, "eps": w.eps, "source_value": src.value},
+            provenance=provenance(cfg, solver_tol=cfg.solver.tol),
+            dtype=cfg.storage_dtype,
+            bc_type="OPEN",
+        )
+
+    fields = {"k": "k", "f": "f", "u_re": "u_re", "u_im": "u_im"}
+    return Recipe(
+        name=cfg.name,
+        sizes=cfg.samples.model_dump(),
+        batch_size=cfg.batch_size,
+        solve_unit=lambda split, start, stop: solve_unit(cfg, split, start, stop, device),
+        outputs=[Output(Path(cfg.output.dir), writer_args, fields, list(fields))],
+    )
