@@ -1,4 +1,5 @@
-"""The ``opsolve`` command: train operators from configs and evaluate trained runs.
+"""The ``opsolve`` command: train operators from configs, evaluate trained runs, and refine
+trajectory runs with the Spectral-Refiner (``opsolve refine RUN``).
 
 User errors (config, data, run directory) are one line on stderr and exit status 2; a diverged
 training (NaN/inf) is one line and exit status 3. Under ``torchrun`` only rank 0 prints.
@@ -49,6 +50,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         figures=args.figures,
         device=args.device,
+        horizon=args.horizon,
+        autoregressive=args.autoregressive,
     )
     l2, h1 = report["relative_l2"], report["relative_h1"]
     print(
@@ -57,8 +60,43 @@ def _evaluate(args: argparse.Namespace) -> int:
         f"{report['checkpoint']['epoch']}): relative L2 {l2['mean']:.4e} "
         f"(max {l2['max']:.2e}), relative H1 {h1['mean']:.4e} (max {h1['max']:.2e})"
     )
+    if "residual_hm1" in report:
+        print(
+            f"H^-1 residual of the prediction {report['residual_hm1']['mean']:.3e} (of the "
+            f"truth {report['truth_residual_hm1']['mean']:.3e}) over {report['output_steps']} steps"
+        )
     print(f"metrics: {report['json']}")
     print(f"figures: {', '.join(report['figures'])}")
+    return 0
+
+
+def _refine(args: argparse.Namespace) -> int:
+    from opsolve.refine import refine_run
+
+    report = refine_run(args.run, args.overrides, checkpoint=args.checkpoint, device=args.device)
+    s = report["summary"]
+    print(
+        f"refined {report['trajectories']} {report['split']} trajectories at "
+        f"{report['resolution']}x{report['resolution']} ({report['refine']['mode']}, "
+        f"{report['refine']['steps']} steps, {report['seconds']:.1f}s): relative L2 "
+        f"{s['relative_l2']['before']:.4e} -> {s['relative_l2']['after']:.4e} "
+        f"({s['relative_l2']['ratio']:.2f}x), H^-1 residual {s['residual']['before']:.3e} -> "
+        f"{s['residual']['after']:.3e} ({s['residual']['ratio']:.1f}x; truth "
+        f"{report['truth_residual']:.3e})"
+    )
+    print(f"report: {report['json']}")
+    print(f"figures: {', '.join(report['figures'])}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from opsolve.compare import compare_runs
+
+    result = compare_runs(
+        args.runs, args.out, data=args.data, split=args.split, samples=args.samples
+    )
+    print(result["table"], end="")
+    print(f"written: {', '.join(result['files'])}")
     return 0
 
 
@@ -93,11 +131,46 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="stride (default: the training one); another one evaluates at another resolution",
     )
-    ev.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    ev.add_argument("--checkpoint", default="best", choices=["best", "last", "refined"])
     ev.add_argument("--batch-size", type=int, default=8)
     ev.add_argument("--figures", type=int, default=4, help="samples drawn (default 4)")
     ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ev.add_argument(
+        "--horizon", type=int, help="trajectory runs: output steps (default: the trained ones)"
+    )
+    ev.add_argument(
+        "--autoregressive",
+        action="store_true",
+        help="trajectory runs: chain windows of the trained output length up to --horizon",
+    )
     ev.set_defaults(handler=_evaluate)
+    rf = sub.add_parser(
+        "refine",
+        help="Spectral-Refiner: fine-tune a trajectory run's output layer on the PDE residual",
+        description="Enlarge and fine-tune the output spectral layer of a spacetime_fno run "
+        "on the H^-1 norm of the vorticity residual (settings: the refine section of "
+        "RUN/config.yaml, overridable as refine.key=value); report to RUN/refine_<split>_"
+        "<res>.json, figures to RUN/figures/.",
+    )
+    rf.add_argument("run", help="run directory of a spacetime_fno training")
+    rf.add_argument(
+        "overrides", nargs="*", metavar="refine.key=value", help="e.g. refine.steps=100"
+    )
+    rf.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    rf.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    rf.set_defaults(handler=_refine)
+    cp = sub.add_parser(
+        "compare",
+        help="compare trained runs on one split",
+        description="Evaluate several runs on the same split and print a table of errors, "
+        "parameters and seconds per epoch; writes comparison.md/.json and figures to --out.",
+    )
+    cp.add_argument("runs", nargs="+", help="run directories")
+    cp.add_argument("--out", required=True, help="folder for the table and figures")
+    cp.add_argument("--data", help="dataset directory (default: the first run's training data)")
+    cp.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    cp.add_argument("--samples", type=int, default=2, help="samples drawn (default 2)")
+    cp.set_defaults(handler=_compare)
     return parser
 
 
@@ -106,7 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # Overrides may come after options (``--resume epochs=20``): collect them too.
-    if extra and args.command == "train" and all("=" in e and not e.startswith("-") for e in extra):
+    if (
+        extra
+        and args.command in ("train", "refine")
+        and all("=" in e and not e.startswith("-") for e in extra)
+    ):
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

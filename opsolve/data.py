@@ -209,6 +209,25 @@ class TrajectoryDataset(Dataset):
     def __len__(self) -> int:
         return self.trajectories * self.per_trajectory
 
+    @property
+    def resolution(self) -> int:
+        """Nodes per side after subsampling."""
+        return len(range(0, self.size, self.subsample))
+
+    @property
+    def inputs(self) -> list[str]:
+        """The field read (one, its frames are the channels)."""
+        return [self.field]
+
+    @property
+    def outputs(self) -> list[str]:
+        return [self.field]
+
+    @property
+    def dt(self) -> float:
+        """Time between consecutive frames of a window."""
+        return float(self.times[1] - self.times[0]) if self.times.size > 1 else 1.0
+
     def window(self, index: int) -> tuple[int, int]:
         """(trajectory, first record) of window ``index``."""
         return index // self.per_trajectory, (index % self.per_trajectory) * self.stride
@@ -233,6 +252,17 @@ class TrajectoryDataset(Dataset):
         return state
 
 
+def dataset_kind(root: str | Path) -> str:
+    """``"trajectory"`` for a :data:`TRAJECTORY_FORMAT` dataset, ``"steady"`` otherwise
+    (decided by the train split's file, else by any split's)."""
+    root = Path(root)
+    files = [f for split in SPLITS for f in sorted((root / "data" / split).glob("*.hdf5"))]
+    if not files:
+        raise UserError(f"{root}: no dataset file under {root / 'data'}/<split>/")
+    with open_dataset_file(files[0]) as f:
+        return "trajectory" if f.attrs.get("opsolve_format") == TRAJECTORY_FORMAT else "steady"
+
+
 def load_statistics(root: str | Path) -> dict:
     """Normalization statistics of a dataset (``root/stats.yaml``), computed once if missing."""
     root = Path(root)
@@ -248,4 +278,10 @@ def load_statistics(root: str | Path) -> dict:
     return stats
 
 
-__all__ = ["SteadyDataset", "TrajectoryDataset", "load_statistics", "split_file"]
+__all__ = [
+    "SteadyDataset",
+    "TrajectoryDataset",
+    "dataset_kind",
+    "load_statistics",
+    "split_file",
+]

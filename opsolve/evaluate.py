@@ -1,5 +1,8 @@
 """Evaluate a trained run on a dataset split: metrics to JSON, figures to the run directory.
 
+(Runs trained on trajectories go to :func:`opsolve.rollout.evaluate_trajectory_run`: rollout
+error curves, energy spectra and vorticity snapshots.)
+
 ``evaluate_run(RUN, data=DIR, split="test", subsample=R)`` loads ``RUN/checkpoints/best.pt``
 (or ``last.pt``), rebuilds the model from the checkpoint's model config through the registry,
 predicts every sample of the split in physical units and writes
@@ -37,7 +40,8 @@ from opsolve.train.checkpoint import load_checkpoint
 from opsolve.train.losses import relative_h1, relative_l2
 
 
-def _summary(values: np.ndarray) -> dict[str, float]:
+def summarize(values: np.ndarray) -> dict[str, float]:
+    """Mean, std, median, min and max of per-sample values ``(n,)`` as plain floats."""
     return {
         "mean": float(values.mean()),
         "std": float(values.std()),
@@ -45,6 +49,35 @@ def _summary(values: np.ndarray) -> dict[str, float]:
         "min": float(values.min()),
         "max": float(values.max()),
     }
+
+
+def report_header(
+    run: Path, which: str, ckpt: dict[str, Any], root: Path, split: str, subsample: int, res: int
+) -> dict[str, Any]:
+    """The keys every evaluation report starts with: run, checkpoint, model, data, grid."""
+    return {
+        "run": str(run),
+        "checkpoint": {"which": which, "epoch": int(ckpt["epoch"]), "step": int(ckpt["step"])},
+        "model": ckpt["model"]["name"],
+        "data": str(root),
+        "split": split,
+        "subsample": subsample,
+        "resolution": res,
+        "trained_resolution": int(ckpt["data"]["resolution"]),
+    }
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write a text file atomically (temporary file, then rename): never half written."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def write_report(path: Path, report: dict[str, Any]) -> Path:
+    """Write a report as indented JSON, atomically."""
+    return write_text_atomic(path, json.dumps(report, indent=2) + "\n")
 
 
 def _device(name: str) -> torch.device:
@@ -60,8 +93,8 @@ def load_trained(run: str | Path, which: str = "best") -> tuple[torch.nn.Module,
     run = Path(run)
     if not run.is_dir():
         raise UserError(f"run directory {run} does not exist")
-    if which not in ("best", "last"):
-        raise UserError(f"--checkpoint must be best or last, got {which!r}")
+    if which not in ("best", "last", "refined"):
+        raise UserError(f"--checkpoint must be best, last or refined, got {which!r}")
     path = run / "checkpoints" / f"{which}.pt"
     if not path.is_file():
         raise UserError(f"{run}: no {which} checkpoint (expected {path}); has training run?")
@@ -82,9 +115,13 @@ def evaluate_run(
     batch_size: int = 8,
     figures: int = 4,
     device: str = "auto",
+    horizon: int | None = None,
+    autoregressive: bool = False,
 ) -> dict[str, Any]:
     """Evaluate ``run`` on ``split`` of ``data`` (default: its training data); see module doc.
 
+    Runs trained on trajectories are evaluated as rollouts (:mod:`opsolve.rollout`; ``horizon``
+    output steps, default the trained ones, in one call or ``autoregressive`` windows).
     Returns the report written to JSON, plus ``json`` and ``figures`` (paths).
     """
     if batch_size < 1 or figures < 0:
@@ -92,6 +129,25 @@ def evaluate_run(
     run = Path(run)
     op, ckpt = load_trained(run, checkpoint)
     trained = ckpt["data"]
+    if trained.get("kind") == "trajectory":
+        from opsolve.rollout import evaluate_trajectory_run
+
+        return evaluate_trajectory_run(
+            run,
+            op,
+            ckpt,
+            data,
+            split,
+            subsample,
+            checkpoint,
+            batch_size,
+            figures,
+            _device(device),
+            horizon,
+            autoregressive,
+        )
+    if horizon is not None or autoregressive:
+        raise UserError("--horizon and --autoregressive apply to runs trained on trajectories")
     root = Path(data) if data is not None else Path(trained["root"])
     r = int(subsample) if subsample is not None else int(trained["subsample"])
     ds = open_split(root, split, r, trained["inputs"], trained["outputs"], None)
@@ -118,25 +174,15 @@ def evaluate_run(
 
     res = ds.resolution
     report = {
-        "run": str(run),
-        "checkpoint": {"which": checkpoint, "epoch": int(ckpt["epoch"]), "step": int(ckpt["step"])},
-        "model": ckpt["model"]["name"],
-        "data": str(root),
-        "split": split,
-        "subsample": r,
-        "resolution": res,
-        "trained_resolution": int(trained["resolution"]),
+        **report_header(run, checkpoint, ckpt, root, split, r, res),
         "samples": int(l2_all.size),
         "seconds": seconds,
-        "relative_l2": _summary(l2_all),
-        "relative_h1": _summary(h1_all),
+        "relative_l2": summarize(l2_all),
+        "relative_h1": summarize(h1_all),
         "per_sample": {"relative_l2": l2_all.tolist(), "relative_h1": h1_all.tolist()},
     }
     stem = f"eval_{split}_{res}"
-    out = run / f"{stem}.json"
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, out)
+    out = write_report(run / f"{stem}.json", report)
 
     from opsolve.train.plots import plot_error_histogram, plot_predictions
 

@@ -44,8 +44,24 @@ class Normalize(StrictModel):
     outputs: bool = True
 
 
+class Window(StrictModel):
+    """Windows of trajectory datasets (:class:`opsolve.data.TrajectoryDataset`): ``input_steps``
+    frames in, ``output_steps`` frames out, a window starting every ``stride`` records. Used
+    only when the dataset holds trajectories (e.g. Navier-Stokes vorticity)."""
+
+    input_steps: Int = Field(10, ge=1)
+    output_steps: Int = Field(10, ge=1)
+    stride: Int = Field(1, ge=1, description="records between window starts")
+    field: str = Field("vorticity", min_length=1)
+
+
 class Data(StrictModel):
-    """The dataset directory written by ``datagen`` and how to read it."""
+    """The dataset directory written by ``datagen`` and how to read it.
+
+    Steady datasets (Darcy) give samples ``(C_in, s, s) -> (C_out, s, s)``; trajectory datasets
+    give windows ``(input_steps, s, s) -> (output_steps, s, s)`` (``window``; ``inputs`` and
+    ``outputs`` do not apply). ``subsample`` strides the grid of either.
+    """
 
     root: str = Field(..., min_length=1, description="dataset directory (DIR/data/<split>/)")
     subsample: Int = Field(1, ge=1, description="stride: 421 -> 85 with 5, 421 -> 211 with 2")
@@ -54,6 +70,7 @@ class Data(StrictModel):
     limit: Limits = Limits()
     normalize: Normalize = Normalize()
     num_workers: Int = Field(0, ge=0, le=64, description="DataLoader worker processes")
+    window: Window = Window()
 
 
 class Loss(StrictModel):
@@ -63,10 +80,18 @@ class Loss(StrictModel):
     ``||e||^2 + w ||grad e||^2``. 1 is the H1 norm on the unit square; ``1 / (4 pi^2)`` is the
     norm MgNO's official code trains with (Fourier weights ``1 + |k|^2`` with integer ``k``).
     The reported ``valid_h1`` always uses ``w = 1``.
+
+    On trajectories the errors are relative Bochner norms over space-time (``L^2(0,T; L^2)``
+    and ``L^2(0,T; H^1)``, :mod:`opsolve.norms`), and ``residual_weight`` adds that multiple of
+    the ``L^2(0,T; H^residual_order)`` norm of the vorticity-equation residual of the
+    prediction (:mod:`opsolve.residual`; Navier-Stokes data only; ``-1``: the ``H^-1`` norm of
+    the Spectral-Refiner, Cao et al., ICLR 2025).
     """
 
     name: Literal["relative_l2", "relative_h1"] = "relative_l2"
     gradient_weight: float = Field(1.0, gt=0.0)
+    residual_weight: float = Field(0.0, ge=0.0)
+    residual_order: float = Field(-1.0, ge=-4.0, le=4.0, description="s of the H^s norm")
 
     @model_validator(mode="after")
     def _weight_needs_h1(self) -> Loss:
@@ -126,6 +151,40 @@ class Scheduler(StrictModel):
         return self
 
 
+class Refine(StrictModel):
+    """The Spectral-Refiner (``opsolve refine RUN``; Cao, Brarda, Li, Xi, ICLR 2025).
+
+    Everything but the output spectral layer is frozen; that layer is enlarged to every mode
+    the target grid holds (old weights in the low modes, new ones ``init_scale`` times a
+    Gaussian) and fine-tuned with Adam for ``steps`` steps on
+    ``||residual||_{L^2(0,T; H^order)} + data_weight * relative L2 error``.
+
+    ``mode``: ``per_trajectory`` refines a fresh copy for every trajectory of ``split`` (test
+    time: only the residual, ``data_weight`` must be 0 since the truth is unknown);
+    ``train_set`` refines once on the training windows (``data_weight`` may be > 0) and
+    evaluates on ``split``. ``subsample`` picks the evaluated grid (default: the training one;
+    a finer dataset via ``data``).
+    """
+
+    mode: Literal["per_trajectory", "train_set"] = "per_trajectory"
+    steps: Int = Field(100, ge=1, le=1_000_000)
+    lr: float = Field(1e-2, gt=0.0)
+    order: float = Field(-1.0, ge=-4.0, le=4.0, description="s of the residual's H^s norm")
+    data_weight: float = Field(0.0, ge=0.0)
+    init_scale: float = Field(1e-6, ge=0.0, description="scale of the new high-mode weights")
+    split: Literal["train", "valid", "test"] = "test"
+    limit: Int | None = Field(4, ge=1, description="trajectories refined (null: all)")
+    data: str | None = Field(None, description="dataset to refine on (default: training data)")
+    subsample: Int | None = Field(None, ge=1)
+    batch_size: Int = Field(4, ge=1, description="train_set mode: windows per step")
+
+    @model_validator(mode="after")
+    def _no_truth_at_test_time(self) -> Refine:
+        if self.mode == "per_trajectory" and self.data_weight > 0:
+            raise ValueError("data_weight needs mode train_set (per_trajectory has no truth)")
+        return self
+
+
 class Output(StrictModel):
     """The run directory: config.yaml, log.txt, metrics.csv, checkpoints/, figures/."""
 
@@ -151,6 +210,7 @@ class TrainConfig(StrictModel):
     precision: Literal["fp32", "amp"] = "fp32"
     amp_dtype: Literal["bf16", "fp16"] = Field("bf16", description="autocast dtype for amp")
     output: Output = Output()
+    refine: Refine = Refine()
 
     @model_validator(mode="after")
     def _cosine_length(self) -> TrainConfig:

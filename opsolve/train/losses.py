@@ -19,14 +19,25 @@ the mean of these values over samples.
 
 Both are computed on decoded (physical) outputs: normalization is undone before any loss, so
 the training loss and the reported metrics are the same quantity the papers report.
+
+Trajectories ``(batch, T, x, y)`` (periodic grids) use relative Bochner norms over space-time
+instead (:mod:`opsolve.norms`): L2 is ``||e||_{L^2(0,T;L^2)} / ||y||``, H1 the same in
+``L^2(0,T;H^1)`` through Parseval (a gradient weight ``w`` is the multiplier
+``1 + w 4 pi^2 |k|^2``, i.e. ``alpha = 1 / w`` up to a factor that cancels in the ratio), and
+an optional multiple of the ``H^s`` Bochner norm of the vorticity residual of the prediction
+(:mod:`opsolve.residual`; the Spectral-Refiner's estimator, Cao et al., ICLR 2025).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 from neuralop.losses import H1Loss, LpLoss
+
+from opsolve.norms import relative_bochner
+from opsolve.residual import Physics, residual_norm, with_context
 
 PerSample = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
 
@@ -66,3 +77,66 @@ def relative_h1(pred: torch.Tensor, y: torch.Tensor, spacing: float) -> torch.Te
 
 
 LOSSES: dict[str, PerSample] = {"relative_l2": relative_l2, "relative_h1": relative_h1}
+
+
+def trajectory_relative_l2(
+    pred: torch.Tensor, y: torch.Tensor, gradient_weight: float = 1.0
+) -> torch.Tensor:
+    """Relative ``L^2(0,T;L^2)`` error per trajectory: ``(B, T, X, Y) x2 -> (B,)``."""
+    return relative_bochner(pred, y, 0.0)
+
+
+def trajectory_relative_h1(
+    pred: torch.Tensor, y: torch.Tensor, gradient_weight: float = 1.0
+) -> torch.Tensor:
+    """Relative ``L^2(0,T;H^1)`` error per trajectory with gradient weight ``w``: ``(B,)``."""
+    return relative_bochner(pred, y, 1.0, alpha=1.0 / gradient_weight)
+
+
+TRAJECTORY_LOSSES: dict[str, PerSample] = {
+    "relative_l2": trajectory_relative_l2,
+    "relative_h1": trajectory_relative_h1,
+}
+
+Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def make_objective(
+    kind: str,
+    name: str,
+    gradient_weight: float = 1.0,
+    spacing: float = 1.0,
+    physics: Physics | None = None,
+    residual_weight: float = 0.0,
+    residual_order: float = -1.0,
+) -> Objective:
+    """The training loss ``(pred, x, y) -> (batch,)`` for ``kind`` "steady" or "trajectory".
+
+    Steady: :data:`LOSSES` ``[name]`` with the grid step ``spacing / sqrt(gradient_weight)``.
+    Trajectory: :data:`TRAJECTORY_LOSSES` ``[name]`` plus ``residual_weight`` times the
+    ``H^residual_order`` Bochner norm of the residual of ``[last two input frames, pred]``.
+    """
+    if kind != "trajectory":
+        loss_fn, step = LOSSES[name], spacing / math.sqrt(gradient_weight)
+        return lambda pred, x, y: loss_fn(pred, y, step)
+    base = TRAJECTORY_LOSSES[name]
+    if residual_weight > 0 and physics is None:
+        raise ValueError("a residual term needs the physics of the data")
+
+    def objective(pred: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = base(pred, y, gradient_weight)
+        if residual_weight > 0:
+            assert physics is not None
+            loss = loss + residual_weight * residual_norm(
+                with_context(x, pred), physics, residual_order
+            )
+        return loss
+
+    return objective
+
+
+def validation_metrics(kind: str, spacing: float) -> Callable[..., tuple]:
+    """``(pred, y) -> (relative L2, relative H1)`` per sample, the reported valid metrics."""
+    if kind == "trajectory":
+        return lambda pred, y: (trajectory_relative_l2(pred, y), trajectory_relative_h1(pred, y))
+    return lambda pred, y: (relative_l2(pred, y), relative_h1(pred, y, spacing))

@@ -4,8 +4,12 @@ A builder takes the keyword arguments of ``model.params`` (with ``in_channels`` 
 ``out_channels`` filled in from the data) and returns a ``torch.nn.Module`` that maps
 ``(batch, in_channels, *space)`` to ``(batch, out_channels, *space)``.
 
-Registered here: ``fno`` and ``tfno`` (``neuralop.models.FNO`` / ``TFNO``) and ``mgno``
-(:class:`opsolve.models.mgno.MgNO`, imported when first built). Add more with
+Registered here: ``fno`` and ``tfno`` (``neuralop.models.FNO`` / ``TFNO``), ``mgno``
+(:class:`opsolve.models.mgno.MgNO`), and for trajectories ``spacetime_fno``
+(:class:`opsolve.models.sfno.SpaceTimeFNO`) and ``fno3d``
+(:class:`opsolve.models.fno3d.FNO3dBaseline`); models are imported when first built. Trajectory
+models map ``(batch, T_in, x, y)`` to ``(batch, T_out, x, y)`` and take ``input_steps`` /
+``output_steps`` (filled in from the data) instead of channel counts. Add more with
 :func:`register_model`.
 """
 
@@ -95,6 +99,24 @@ def _mgno(**params: Any) -> torch.nn.Module:
     return MgNO.from_config(params)
 
 
+def _spacetime_fno(**params: Any) -> torch.nn.Module:
+    """:class:`opsolve.models.sfno.SpaceTimeFNO` (SFNO of the Spectral-Refiner paper; not
+    neuraloperator's spherical SFNO)."""
+    from opsolve.models.sfno import SpaceTimeFNO
+
+    return SpaceTimeFNO.from_config(params)
+
+
+def _fno3d(**params: Any) -> torch.nn.Module:
+    """:class:`opsolve.models.fno3d.FNO3dBaseline`: neuraloperator's FNO over (x, y, t)."""
+    from opsolve.models.fno3d import FNO3dBaseline
+
+    params["modes"] = _as_modes(params.get("modes", (8, 8, 8)))
+    return FNO3dBaseline(**params)
+
+
 register_model("fno", _fno)
 register_model("tfno", _tfno)
 register_model("mgno", _mgno)
+register_model("spacetime_fno", _spacetime_fno)
+register_model("fno3d", _fno3d)

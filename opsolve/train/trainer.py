@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 
 from datagen.config import dump_config
 from datagen.errors import UserError
-from opsolve.data import SteadyDataset
+from opsolve.data import SteadyDataset, TrajectoryDataset
 from opsolve.train import distributed as D
 from opsolve.train.assemble import (
     Data,
@@ -47,7 +47,7 @@ from opsolve.train.checkpoint import (
 )
 from opsolve.train.config import TrainConfig
 from opsolve.train.errors import TrainingDiverged
-from opsolve.train.losses import LOSSES, relative_h1, relative_l2
+from opsolve.train.losses import make_objective, validation_metrics
 from opsolve.train.optim import (
     autocast,
     build_optimizer,
@@ -101,7 +101,9 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> tuple[torch.Ten
     )
 
 
-def _loader(ds: SteadyDataset, steps: list[D.Step], cfg: TrainConfig, seed: int) -> DataLoader:
+def _loader(
+    ds: SteadyDataset | TrajectoryDataset, steps: list[D.Step], cfg: TrainConfig, seed: int
+) -> DataLoader:
     generator = torch.Generator()
     generator.manual_seed(seed)  # worker seeds without touching the global torch generator
     return DataLoader(
@@ -116,14 +118,19 @@ def _loader(ds: SteadyDataset, steps: list[D.Step], cfg: TrainConfig, seed: int)
 
 def evaluate_split(
     model: torch.nn.Module,
-    ds: SteadyDataset,
+    ds: SteadyDataset | TrajectoryDataset,
     batch_size: int,
     spacing: float,
     cfg: TrainConfig,
     device: torch.device,
     info: D.DistInfo,
 ) -> tuple[float, float]:
-    """Mean relative L2 and H1 over a split (ranks share it; sums are all-reduced)."""
+    """Mean relative L2 and H1 over a split (ranks share it; sums are all-reduced).
+
+    Trajectories: relative Bochner errors over space-time (:mod:`opsolve.norms`).
+    """
+    kind = "trajectory" if isinstance(ds, TrajectoryDataset) else "steady"
+    metrics = validation_metrics(kind, spacing)
     steps = D.eval_plan(len(ds), batch_size, info)
     sums = torch.zeros(3, dtype=torch.float64, device=device)
     model.eval()
@@ -132,9 +139,9 @@ def evaluate_split(
             x, y = _to(batch, device)
             with autocast(cfg, device):
                 out = model(x)
-            out = out.float()
-            sums[0] += relative_l2(out, y).double().sum()
-            sums[1] += relative_h1(out, y, spacing).double().sum()
+            l2, h1 = metrics(out.float(), y)
+            sums[0] += l2.double().sum()
+            sums[1] += h1.double().sum()
             sums[2] += y.shape[0]
     model.train()
     D.all_reduce_sum(sums, info)
@@ -292,9 +299,16 @@ class _Loop:
         self.net, self.op = net, op
         self.optimizer, self.scheduler, self.scaler = optimizer, scheduler, scaler
         self.data, self.paths, self.log = data, paths, log
-        self.loss_fn = LOSSES[cfg.loss.name]
         # relative_h1 with gradient weight w == relative_h1 on a grid step h / sqrt(w)
-        self.loss_spacing = data.spacing / math.sqrt(cfg.loss.gradient_weight)
+        self.objective = make_objective(
+            data.kind,
+            cfg.loss.name,
+            cfg.loss.gradient_weight,
+            data.spacing,
+            data.physics,
+            cfg.loss.residual_weight,
+            cfg.loss.residual_order,
+        )
         self.fault = _fault()
         self.context: dict[str, Any] = {}
 
@@ -398,7 +412,7 @@ class _Loop:
         x, y = _to(batch, self.device)
         with autocast(self.cfg, self.device):
             out = self.net(x)
-        per_sample = self.loss_fn(out.float(), y, self.loss_spacing)
+        per_sample = self.objective(out.float(), x, y)
         loss = per_sample.sum() * step.weight
         summed = torch.stack([per_sample.detach().sum() * (1.0 if step.weight else 0.0)])
         summed = D.all_reduce_sum(summed.double(), self.info)

@@ -60,3 +60,19 @@ class NormalizedOperator(nn.Module):
             )
         out = self.model((x - self.in_mean) / self.in_std)
         return out * self.out_std + self.out_mean
+
+
+class TrajectoryOperator(NormalizedOperator):
+    """A trajectory model between normalization and decoding: ``(batch, T_in, x, y)`` ->
+    ``(batch, T_out, x, y)`` in physical units.
+
+    The frames are channels of one field, so one mean and std (``(2, 1)`` stats) serve every
+    frame and any number of output steps; ``out_steps`` is passed to the model.
+    """
+
+    def forward(self, x: torch.Tensor, out_steps: int | None = None) -> torch.Tensor:
+        """``(batch, T_in, X, Y)`` physical frames -> ``(batch, T_out, X, Y)`` physical."""
+        if x.dim() != 4:
+            raise ValueError(f"expected trajectories (batch, time, x, y), got {tuple(x.shape)}")
+        out = self.model((x - self.in_mean) / self.in_std, out_steps=out_steps)
+        return out * self.out_std + self.out_mean

@@ -270,7 +270,7 @@ def _other_schema(tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     "case, message",
     [
-        ("unknown_model", "model.name: unknown model 'unet'; registered: fno, mgno, "),
+        ("unknown_model", "model.name: unknown model 'unet'; registered: fno, fno3d, mgno, "),
         ("missing_data", "data.root: dataset directory"),
         ("other_schema", "not an opsolve-steady-1 dataset file"),
         ("channels", "model.params.in_channels: 3 does not match the data, which has 1 (a)"),
@@ -326,7 +326,7 @@ def test_the_command_line_prints_no_traceback(small_dataset, tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
-    assert "registered: fno, mgno, tfno" in result.stderr
+    assert "registered: fno, fno3d, mgno, spacetime_fno, tfno" in result.stderr
 
 
 # ----------------------------------------------------------------------------- precision
@@ -393,7 +393,11 @@ def test_shipped_configs_validate_and_build(path):
     cfg = load_train_config(path)
     if cfg.model.name == "mgno":
         pytest.importorskip("opsolve.models.mgno")
-    model = build_model(cfg.model.name, {**cfg.model.params, "in_channels": 1, "out_channels": 1})
+    params = {**cfg.model.params, "in_channels": 1, "out_channels": 1}
+    if cfg.model.name in ("spacetime_fno", "fno3d"):  # trajectory models: steps from the window
+        window = cfg.data.window
+        params.update(input_steps=window.input_steps, output_steps=window.output_steps)
+    model = build_model(cfg.model.name, params)
     count = count_parameters(model)
     if path.name == "darcy_mgno_rough.yaml":
         assert count == 572_661  # the MgNO paper's "0.57 M" for the rough setting
