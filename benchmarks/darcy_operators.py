@@ -1,0 +1,177 @@
+"""MgNO vs FNO vs TFNO on the same generated Darcy data, at the same budget, in one run.
+
+The data: FNO-type Darcy samples (piecewise-constant coefficient 12 / 3, f = 1) generated
+directly at ``--resolution`` (default 85) by ``configs/datagen/darcy_small.yaml`` with
+``--train / --valid / --test`` samples (default 1000 / 100 / 100). The models: the published
+settings of ``configs/train/darcy_{mgno,fno,tfno}.yaml`` (widths, layers, modes, losses,
+optimizers, schedulers and batch sizes as the papers; only the number of epochs is set here).
+
+Two budgets:
+
+- same epochs: every model trains ``--epochs`` epochs;
+- same wall-clock: every model trains for about the time the slowest one took in the
+  same-epochs round; its epochs are that time over its own measured seconds per epoch (so its
+  learning-rate schedule completes), never fewer than ``--epochs``.
+
+Each training runs in its own process (``opsolve train``) so that its peak memory (resident set
+on the CPU, allocated CUDA memory on a GPU) is its own. Every run is evaluated on the same test
+split with ``opsolve.compare.compare_runs``. Reports test relative L2 and H1 (means), parameters,
+epochs, seconds per epoch, peak memory, and each model's L2 over FNO's.
+
+    python benchmarks/darcy_operators.py [--resolution 85] [--train 1000] [--valid 100]
+        [--test 100] [--epochs 3] [--models mgno fno tfno] [--out runs/bench/darcy_operators]
+        [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def generate_data(out: Path, resolution: int, counts: dict[str, int]) -> Path:
+    """The shared dataset (resumed, not regenerated, when it is already complete)."""
+    from datagen.config import load_config
+    from datagen.generate import generate
+    from datagen.spec import DatagenConfig
+
+    overrides = [f"resolution={resolution}", f"output.dir={out}", "name=darcy_bench"]
+    overrides += [f"samples.{split}={n}" for split, n in counts.items()]
+    cfg = load_config(DatagenConfig, ROOT / "configs/datagen/darcy_small.yaml", overrides)
+    start = time.perf_counter()
+    generate(cfg, progress=False)
+    print(f"data: {out} ({time.perf_counter() - start:.1f} s)", flush=True)
+    return out
+
+
+def train_one(model: str, data: Path, run: Path, epochs: int, counts: dict, device: str) -> dict:
+    """Train one model in a child process; returns its seconds and peak memory (bytes)."""
+    overrides = [
+        f"data.root={data}",
+        "data.subsample=1",
+        f"data.limit.train={counts['train']}",
+        f"data.limit.valid={counts['valid']}",
+        f"data.limit.test={counts['test']}",
+        f"epochs={epochs}",
+        f"output.dir={run}",
+        f"device={device}",
+    ]
+    code = (
+        "import json, resource, sys, torch\n"
+        "from opsolve.train.config import load_train_config\n"
+        "from opsolve.train.trainer import train\n"
+        "cfg = load_train_config(sys.argv[1], sys.argv[2:])\n"
+        "train(cfg, overwrite=True, progress=False)\n"
+        "rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"
+        "gpu = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0\n"
+        "print('PEAK', json.dumps({'rss': rss, 'cuda': gpu}))\n"
+    )
+    config = ROOT / "configs" / "train" / f"darcy_{model}.yaml"
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(config), *overrides],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"training {model} failed:\n{done.stderr[-2000:]}")
+    peak = json.loads(done.stdout.rsplit("PEAK", 1)[1])
+    return {"seconds": time.perf_counter() - start, "peak": peak}
+
+
+def round_of(name: str, plan: dict[str, int], args, data: Path, counts: dict) -> dict:
+    """Train every model for its planned epochs, then compare them on the test split."""
+    from opsolve.compare import compare_runs
+
+    runs, costs = {}, {}
+    for model, epochs in plan.items():
+        run = args.out / name / model
+        costs[model] = train_one(model, data, run, epochs, counts, args.device)
+        runs[model] = run
+        print(f"{name}: {model} {epochs} epochs in {costs[model]['seconds']:.0f} s", flush=True)
+    result = compare_runs(list(runs.values()), args.out / name / "compare", samples=2)
+    rows = result["rows"]
+    for model in plan:
+        peak = costs[model]["peak"]
+        rows[model]["peak_memory_mib"] = (peak["cuda"] or peak["rss"]) / 2**20
+    return rows
+
+
+def table(name: str, rows: dict[str, dict]) -> str:
+    fno = rows.get("fno", {}).get("relative_l2")
+    lines = [
+        f"### {name}",
+        "",
+        "| model | parameters | epochs | s/epoch | peak memory (MiB) | test rel. L2 | test rel. H1 "
+        "| L2 / FNO's |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for model, r in rows.items():
+        ratio = f"{r['relative_l2'] / fno:.2f}" if fno else "-"
+        lines.append(
+            f"| {model} | {r['parameters']:,} | {r['epochs']} | {r['seconds_per_epoch']:.1f} "
+            f"| {r['peak_memory_mib']:.0f} | {r['relative_l2']:.4e} | {r['relative_h1']:.4e} "
+            f"| {ratio} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--resolution", type=int, default=85)
+    parser.add_argument("--train", type=int, default=1000)
+    parser.add_argument("--valid", type=int, default=100)
+    parser.add_argument("--test", type=int, default=100)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--models", nargs="+", default=["mgno", "fno", "tfno"])
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "darcy_operators")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    args = parser.parse_args()
+    counts = {"train": args.train, "valid": args.valid, "test": args.test}
+    print(
+        f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, device {args.device}; {args.resolution}^2, "
+        f"{counts}; {time.strftime('%Y-%m-%d')}",
+        flush=True,
+    )
+    data = generate_data(args.out / "data", args.resolution, counts)
+
+    plan = dict.fromkeys(args.models, args.epochs)
+    same_epochs = round_of("same epochs", plan, args, data, counts)
+    budget = max(r["train_seconds"] for r in same_epochs.values())
+    plan = {
+        model: max(args.epochs, math.floor(budget / same_epochs[model]["seconds_per_epoch"]))
+        for model in args.models
+    }
+    same_time = {m: r for m, r in same_epochs.items() if plan[m] == args.epochs}
+    longer = {m: e for m, e in plan.items() if e > args.epochs}
+    if longer:
+        same_time.update(round_of("same wall-clock", longer, args, data, counts))
+    same_time = {m: same_time[m] for m in args.models}
+
+    report = table(f"Same epochs ({args.epochs})", same_epochs)
+    report += "\n" + table(f"Same wall-clock (about {budget:.0f} s of training)", same_time)
+    print("\n" + report)
+    (args.out / "report.md").write_text(report)
+    (args.out / "report.json").write_text(
+        json.dumps({"same_epochs": same_epochs, "same_wall_clock": same_time}, indent=2)
+    )
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(f"children CPU time {usage.ru_utime + usage.ru_stime:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
