@@ -28,16 +28,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import resource
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import torch
-
-ROOT = Path(__file__).resolve().parents[1]
+from operator_runs import ROOT, machine_line, table, train_in_child
 
 
 def generate_data(out: Path, resolution: int, counts: dict[str, int]) -> Path:
@@ -56,7 +51,7 @@ def generate_data(out: Path, resolution: int, counts: dict[str, int]) -> Path:
 
 
 def train_one(model: str, data: Path, run: Path, epochs: int, counts: dict, device: str) -> dict:
-    """Train one model in a child process; returns its seconds and peak memory (bytes)."""
+    """Train one model in a child process; returns its seconds and peak memory (MiB)."""
     overrides = [
         f"data.root={data}",
         "data.subsample=1",
@@ -67,29 +62,7 @@ def train_one(model: str, data: Path, run: Path, epochs: int, counts: dict, devi
         f"output.dir={run}",
         f"device={device}",
     ]
-    code = (
-        "import json, resource, sys, torch\n"
-        "from opsolve.train.config import load_train_config\n"
-        "from opsolve.train.trainer import train\n"
-        "cfg = load_train_config(sys.argv[1], sys.argv[2:])\n"
-        "train(cfg, overwrite=True, progress=False)\n"
-        "rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"
-        "gpu = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0\n"
-        "print('PEAK', json.dumps({'rss': rss, 'cuda': gpu}))\n"
-    )
-    config = ROOT / "configs" / "train" / f"darcy_{model}.yaml"
-    start = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(config), *overrides],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"training {model} failed:\n{done.stderr[-2000:]}")
-    peak = json.loads(done.stdout.rsplit("PEAK", 1)[1])
-    return {"seconds": time.perf_counter() - start, "peak": peak}
+    return train_in_child(ROOT / "configs" / "train" / f"darcy_{model}.yaml", overrides)
 
 
 def round_of(name: str, plan: dict[str, int], args, data: Path, counts: dict) -> dict:
@@ -105,28 +78,8 @@ def round_of(name: str, plan: dict[str, int], args, data: Path, counts: dict) ->
     result = compare_runs(list(runs.values()), args.out / name / "compare", samples=2)
     rows = result["rows"]
     for model in plan:
-        peak = costs[model]["peak"]
-        rows[model]["peak_memory_mib"] = (peak["cuda"] or peak["rss"]) / 2**20
+        rows[model]["peak_memory_mib"] = costs[model]["peak_mib"]
     return rows
-
-
-def table(name: str, rows: dict[str, dict]) -> str:
-    fno = rows.get("fno", {}).get("relative_l2")
-    lines = [
-        f"### {name}",
-        "",
-        "| model | parameters | epochs | s/epoch | peak memory (MiB) | test rel. L2 | test rel. H1 "
-        "| L2 / FNO's |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for model, r in rows.items():
-        ratio = f"{r['relative_l2'] / fno:.2f}" if fno else "-"
-        lines.append(
-            f"| {model} | {r['parameters']:,} | {r['epochs']} | {r['seconds_per_epoch']:.1f} "
-            f"| {r['peak_memory_mib']:.0f} | {r['relative_l2']:.4e} | {r['relative_h1']:.4e} "
-            f"| {ratio} |"
-        )
-    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -141,12 +94,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     args = parser.parse_args()
     counts = {"train": args.train, "valid": args.valid, "test": args.test}
-    print(
-        f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, device {args.device}; {args.resolution}^2, "
-        f"{counts}; {time.strftime('%Y-%m-%d')}",
-        flush=True,
-    )
+    print(f"{machine_line(args.device)}; {args.resolution}^2, {counts}", flush=True)
     data = generate_data(args.out / "data", args.resolution, counts)
 
     plan = dict.fromkeys(args.models, args.epochs)
@@ -162,8 +110,8 @@ def main() -> None:
         same_time.update(round_of("same wall-clock", longer, args, data, counts))
     same_time = {m: same_time[m] for m in args.models}
 
-    report = table(f"Same epochs ({args.epochs})", same_epochs)
-    report += "\n" + table(f"Same wall-clock (about {budget:.0f} s of training)", same_time)
+    report = table(f"Same epochs ({args.epochs})", same_epochs, "fno")
+    report += "\n" + table(f"Same wall-clock (about {budget:.0f} s of training)", same_time, "fno")
     print("\n" + report)
     (args.out / "report.md").write_text(report)
     (args.out / "report.json").write_text(

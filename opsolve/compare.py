@@ -22,7 +22,7 @@ import torch
 
 from datagen.errors import UserError
 from opsolve.evaluate import evaluate_run, load_trained, write_report, write_text_atomic
-from opsolve.train.assemble import open_split
+from opsolve.train.assemble import open_split, open_windows
 from opsolve.train.rundir import RunPaths, read_metrics
 
 
@@ -78,15 +78,25 @@ def predict_samples(
     """The first ``count`` samples of a split with a run's predictions (physical units).
 
     Returns ``x (n, C_in, X, Y)``, ``y`` and ``pred`` ``(n, C_out, X, Y)`` as float32 arrays.
+    For a run trained on trajectories a sample is the first window of a trajectory, and only
+    its last input frame and last output frame are returned (``C_in = C_out = 1``): the
+    longest lead time, where models differ most.
     """
     op, ckpt = load_trained(run)
     trained = ckpt["data"]
-    ds = open_split(root, split, subsample, trained["inputs"], trained["outputs"], None)
+    trajectories = trained.get("kind") == "trajectory"
+    if trajectories:
+        window = {k: trained[k] for k in ("input_steps", "output_steps", "field")}
+        ds = open_windows(root, split, {**window, "stride": 10**9}, subsample, count)
+    else:
+        ds = open_split(root, split, subsample, trained["inputs"], trained["outputs"], None)
     n = min(count, len(ds))
     x = torch.stack([ds[i]["x"] for i in range(n)])
     y = torch.stack([ds[i]["y"] for i in range(n)])
     with torch.no_grad():
         pred = op(x).float()
+    if trajectories:
+        x, y, pred = x[:, -1:], y[:, -1:], pred[:, -1:]
     return x.numpy(), y.numpy(), pred.numpy()
 
 

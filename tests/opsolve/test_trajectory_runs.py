@@ -80,7 +80,7 @@ def test_sfno_trains_on_windows_with_bochner_metrics(sfno_run):
     assert last < first  # valid relative Bochner L2 went down
 
 
-def test_residual_loss_and_fno3d_baseline(ns_data, tmp_path):
+def test_residual_loss_fno3d_baseline_and_comparison(ns_data, sfno_run, tmp_path):
     run = tmp_path / "fno3d"
     fno3d = {
         "name": "fno3d",
@@ -92,6 +92,14 @@ def test_residual_loss_and_fno3d_baseline(ns_data, tmp_path):
     op, ckpt = load_trained(run)
     assert ckpt["model"]["name"] == "fno3d"
     assert op(torch.zeros(1, 6, 16, 16)).shape == (1, 8, 16, 16)
+    # SFNO and FNO-3D in one table, with the last predicted frame of each side by side
+    out = tmp_path / "cmp"
+    assert main(["compare", str(sfno_run), str(run), "--out", str(out), "--samples", "2"]) == 0
+    rows = json.loads((out / "comparison.json").read_text())["rows"]
+    own = json.loads((sfno_run / "eval_test_16.json").read_text())
+    assert rows["run"]["relative_l2"] == own["relative_l2"]["mean"]
+    assert rows["fno3d"]["model"] == "fno3d" and rows["fno3d"]["epochs"] == 1
+    assert (out / "comparison_samples.png").stat().st_size > 10_000
 
 
 def test_user_errors_for_trajectory_configs(ns_data, small_dataset, tmp_path, capsys):
