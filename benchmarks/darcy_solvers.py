@@ -37,10 +37,10 @@ import numpy as np
 import scipy.sparse.linalg as spla
 import torch
 
-from datagen.darcy import DarcyOperator, assemble
+from datagen.chains import solve_chains
+from datagen.darcy import assemble, darcy_preconditioner, darcy_system
 from datagen.fields import gaussian_random_field, sample_seed
-from datagen.krylov import Jacobi, pcg
-from datagen.multigrid import Multigrid
+from datagen.krylov import pcg
 from datagen.sorting import sort_fields
 
 TOL = 1e-8
@@ -109,13 +109,8 @@ def ours(a: np.ndarray, preconditioner: str, batch: int, device: str):
         if device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        op = DarcyOperator.from_coefficient(at)
-        n = at.shape[-1] - 2
-        rhs = torch.ones(at.shape[0], n, n, dtype=at.dtype, device=device)
-        if preconditioner == "multigrid":
-            precond = Multigrid(op, (n, n), at.shape[0], rhs, dtype=torch.float32)
-        else:
-            precond = Jacobi(op.diagonal())
+        op, rhs = darcy_system(at, torch.ones_like(at))
+        precond = darcy_preconditioner(op, rhs, preconditioner)
         result = pcg(op, rhs, preconditioner=precond, tol=TOL, maxiter=20000)
         if device == "cuda":
             torch.cuda.synchronize()
@@ -134,38 +129,27 @@ def ours_chains(
     warm: bool,
     recycle: int,
 ):
-    """Solve along ``chains`` contiguous chains of the (sorted) order, one batch per step.
+    """Solve along ``chains`` contiguous chains of the (sorted) order, one batch per step
+    (:func:`datagen.chains.solve_chains`).
 
     Each step's batch holds the next system of every chain; a system may start from the
     previous solution of its chain (``warm``) and be deflated by the Ritz vectors of the
     previous system (``recycle`` > 0 vectors): SKR's sort + warm start + recycling.
     """
     order = sort_fields(a, method="greedy") if sort else np.arange(len(a))
-    length = -(-len(a) // chains)
-    chain_of = [order[c * length : (c + 1) * length] for c in range(chains)]
-    x_prev, w_prev = None, None
-    out: dict[int, tuple] = {}
-    start_all = time.perf_counter()
-    for step in range(length):
-        members = [int(ch[step]) for ch in chain_of if step < len(ch)]
-        at = torch.from_numpy(a[members]).to(device)
-        op = DarcyOperator.from_coefficient(at)
-        n = at.shape[-1] - 2
-        rhs = torch.ones(len(members), n, n, dtype=at.dtype, device=device)
-        if preconditioner == "multigrid":
-            precond = Multigrid(op, (n, n), len(members), rhs, dtype=torch.float32)
-        else:
-            precond = Jacobi(op.diagonal())
-        x0 = x_prev[: len(members)] if warm and x_prev is not None else None
-        w0 = w_prev[: len(members)] if recycle and w_prev is not None else None
-        result = pcg(
-            op, rhs, x0=x0, preconditioner=precond, tol=TOL, maxiter=20000, recycle=w0, ritz=recycle
-        )
-        x_prev, w_prev = result.x, result.recycle
-        for c, k in enumerate(members):
-            out[k] = (result.x[c].cpu().numpy().ravel(), int(result.iterations[c]))
-    share = (time.perf_counter() - start_all) / len(a)
-    return [(out[k][0], share, out[k][1]) for k in range(len(a))]
+    start = time.perf_counter()
+
+    def system(step):
+        at = torch.from_numpy(a[step]).to(device)
+        op, rhs = darcy_system(at, torch.ones_like(at))
+        return op, darcy_preconditioner(op, rhs, preconditioner), rhs
+
+    def krylov(op, rhs, x0, precond, recycled):
+        return pcg(op, rhs, x0, precond, TOL, 20000, recycle=recycled, ritz=recycle)
+
+    x, info = solve_chains(order, chains, system, krylov, "skr", warm)
+    share = (time.perf_counter() - start) / len(a)
+    return [(x[k].ravel(), share, info[k].iterations) for k in range(len(a))]
 
 
 def main() -> None:

@@ -158,6 +158,47 @@ def solve_direct(
     return u, SolveInfo("direct-superlu", 0, residual, seconds)
 
 
+def darcy_system(
+    a: torch.Tensor, f: torch.Tensor, average: FaceAverage = "arithmetic"
+) -> tuple[DarcyOperator, torch.Tensor]:
+    """The operator and right-hand sides (B, s-2, s-2) of nodal ``a``, ``f`` (B, s, s), float64."""
+    a, f = a.to(torch.float64), f.to(torch.float64)
+    n = a.shape[-1] - 2
+    rhs = f[..., 1:-1, 1:-1].expand(a.shape[0], n, n).contiguous()
+    return DarcyOperator.from_coefficient(a, average), rhs
+
+
+def darcy_preconditioner(
+    op: DarcyOperator, rhs: torch.Tensor, kind: str, cycle_dtype: torch.dtype = torch.float32
+):
+    """``"multigrid"``: the Galerkin V-cycle (:mod:`datagen.multigrid`); ``"jacobi"``."""
+    from datagen.krylov import Jacobi
+    from datagen.multigrid import Multigrid
+
+    if kind == "multigrid":
+        return Multigrid(op, tuple(rhs.shape[1:]), rhs.shape[0], rhs, dtype=cycle_dtype)
+    if kind == "jacobi":
+        return Jacobi(op.diagonal())
+    raise ValueError(f"preconditioner must be 'multigrid' or 'jacobi', got {kind!r}")
+
+
+def direct_fallback(
+    a: np.ndarray, f: np.ndarray, u: np.ndarray, info: list[SolveInfo], tol: float, average
+) -> tuple[np.ndarray, list[SolveInfo]]:
+    """Re-solve with :func:`solve_direct` every sample whose residual misses ``tol`` (or is not
+    finite), in place in ``u`` (B, s, s); its record becomes ``"direct-fallback"`` with the
+    iterations spent and both times."""
+    info = list(info)
+    for k, record in enumerate(info):
+        if record.residual <= tol:
+            continue
+        u[k], direct = solve_direct(a[k], f[k], average)
+        info[k] = SolveInfo(
+            "direct-fallback", record.iterations, direct.residual, record.seconds + direct.seconds
+        )
+    return u, info
+
+
 def solve_batched(
     a: torch.Tensor,
     f: torch.Tensor,
@@ -166,7 +207,7 @@ def solve_batched(
     tol: float = 1e-8,
     maxiter: int = 500,
     cycle_dtype: torch.dtype = torch.float32,
-) -> tuple[torch.Tensor, list[SolveInfo]]:
+) -> tuple[np.ndarray, list[SolveInfo]]:
     """Solve a batch of Darcy systems with preconditioned CG on their device, in float64.
 
     Args:
@@ -176,50 +217,77 @@ def solve_batched(
         cycle_dtype: precision of the multigrid V-cycle (CG itself runs in float64).
 
     Returns:
-        ``u`` (B, s, s) with zero boundary values and one :class:`SolveInfo` per sample.
-        Samples that miss ``tol`` are solved again with :func:`solve_direct` (method
+        ``u`` (B, s, s) float64 with zero boundary values and one :class:`SolveInfo` per
+        sample. Samples that miss ``tol`` are solved again with :func:`solve_direct` (method
         ``"direct-fallback"``). ``seconds`` is the batch time shared equally (setup included).
     """
-    from datagen.krylov import Jacobi, pcg
-    from datagen.multigrid import Multigrid
+    from datagen.krylov import pcg
 
     start = time.perf_counter()
-    a, f = a.to(torch.float64), f.to(torch.float64)
-    batch, n = a.shape[0], a.shape[-1] - 2
-    op = DarcyOperator.from_coefficient(a, average)
-    rhs = f[..., 1:-1, 1:-1].expand(batch, n, n).contiguous()
-    if preconditioner == "multigrid":
-        precond = Multigrid(op, (n, n), batch, rhs, dtype=cycle_dtype)
-    elif preconditioner == "jacobi":
-        precond = Jacobi(op.diagonal())
-    else:
-        raise ValueError(f"preconditioner must be 'multigrid' or 'jacobi', got {preconditioner!r}")
+    op, rhs = darcy_system(a, f, average)
+    precond = darcy_preconditioner(op, rhs, preconditioner, cycle_dtype)
     result = pcg(op, rhs, preconditioner=precond, tol=tol, maxiter=maxiter)
-    u = torch.nn.functional.pad(result.x, (1, 1, 1, 1))
-    share = (time.perf_counter() - start) / batch
-    infos = []
-    for k in range(batch):
-        if bool(result.converged[k]):
-            infos.append(
-                SolveInfo(
-                    f"pcg-{preconditioner}",
-                    int(result.iterations[k]),
-                    float(result.residual[k]),
-                    share,
-                )
-            )
-        else:
-            exact, info = solve_direct(a[k].cpu().numpy(), f[k].cpu().numpy(), average)
-            u[k] = torch.from_numpy(exact).to(u)
-            infos.append(
-                SolveInfo(
-                    "direct-fallback",
-                    int(result.iterations[k]),
-                    info.residual,
-                    share + info.seconds,
-                )
-            )
-    return u, infos
+    u = torch.nn.functional.pad(result.x, (1, 1, 1, 1)).cpu().numpy()
+    share = (time.perf_counter() - start) / a.shape[0]
+    info = [
+        SolveInfo(f"pcg-{preconditioner}", int(i), float(r), share)
+        for i, r in zip(result.iterations, result.residual, strict=True)
+    ]
+    a_np, f_np = (t.to(torch.float64).cpu().numpy() for t in (a, f))
+    return direct_fallback(a_np, np.broadcast_to(f_np, a_np.shape), u, info, tol, average)
+
+
+def solve_skr(
+    a: np.ndarray,
+    f: np.ndarray,
+    average: FaceAverage = "arithmetic",
+    preconditioner: str = "multigrid",
+    tol: float = 1e-8,
+    maxiter: int = 500,
+    cycle_dtype: torch.dtype = torch.float32,
+    chains: int = 4,
+    recycle: int = 10,
+    warm_start: bool = True,
+    sort: str = "auto",
+    device: torch.device | str = "cpu",
+) -> tuple[np.ndarray, list[SolveInfo], np.ndarray]:
+    """Sorting Krylov Recycling for Darcy: sorted chains, warm starts, recycled CG.
+
+    The samples are sorted by their coefficients (:func:`datagen.sorting.sort_fields`), the
+    order is cut into ``chains`` chains advanced as one batch (:mod:`datagen.chains`), and each
+    system is solved by preconditioned CG deflated by ``recycle`` Ritz vectors of the previous
+    system of its chain (Saad et al. 2000; the SPD analogue of GCRO-DR, Parks et al. 2006),
+    starting from that system's solution when ``warm_start``.
+
+    Args:
+        a, f: nodal coefficients and forcings (N, s, s) float64.
+
+    Returns:
+        ``u`` (N, s, s) float64, one :class:`SolveInfo` per sample (method
+        ``"skr-<preconditioner>"`` or ``"direct-fallback"``; the sort's time is shared into
+        every sample's seconds), and the solve order (N,).
+    """
+    from datagen.chains import solve_chains
+    from datagen.krylov import pcg
+    from datagen.sorting import sort_fields
+
+    start = time.perf_counter()
+    order = sort_fields(a, method=sort)
+    sort_share = (time.perf_counter() - start) / len(a)
+
+    def system(step: np.ndarray):
+        at, ft = (torch.from_numpy(v[step]).to(device) for v in (a, f))
+        op, rhs = darcy_system(at, ft, average)
+        return op, darcy_preconditioner(op, rhs, preconditioner, cycle_dtype), rhs
+
+    def krylov(op, rhs, x0, precond, recycled):
+        return pcg(op, rhs, x0, precond, tol, maxiter, recycle=recycled, ritz=recycle)
+
+    x, info = solve_chains(order, chains, system, krylov, f"skr-{preconditioner}", warm_start)
+    info = [SolveInfo(r.method, r.iterations, r.residual, r.seconds + sort_share) for r in info]
+    u = np.pad(x, ((0, 0), (1, 1), (1, 1)))
+    u, info = direct_fallback(a, f, u, info, tol, average)
+    return u, info, order
 
 
 def laplace_solve(r: np.ndarray, h: float) -> np.ndarray:

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 import datagen
 from datagen.config import dump_config
-from datagen.darcy import SolveInfo, solve_batched, solve_direct
+from datagen.darcy import SolveInfo, solve_batched, solve_direct, solve_skr
 from datagen.errors import SolverFailure, UserError
 from datagen.fields import gaussian_random_field, sample_seed
 from datagen.schema import (
@@ -38,7 +38,8 @@ from datagen.schema import (
     write_stats,
     write_text_atomic,
 )
-from datagen.spec import DatagenConfig, GenerationConfig
+from datagen.sorting import solve_positions
+from datagen.spec import Coefficient, DatagenConfig, GenerationConfig
 
 PARTIAL = ".partial"
 AUTO_PCG_FROM = 129  # CPU: SuperLU is faster below this size (benchmarks/RESULTS.md)
@@ -112,6 +113,25 @@ def stream(split: str, kind: int) -> int:
     return 2 * SPLITS.index(split) + kind
 
 
+def coefficient_fields(
+    seed: int,
+    c: Coefficient,
+    s: int,
+    split: str,
+    indices: np.ndarray,
+    device: torch.device,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Coefficients ``a`` (B, s, s) float64 of the family ``c`` for samples ``indices`` of
+    ``split`` (random stream of the coefficient), and their seeds (B,) uint64."""
+    seeds = [sample_seed(seed, stream(split, STREAM_COEFFICIENT), int(i)) for i in indices]
+    field = gaussian_random_field(seeds, s, c.alpha, c.tau, c.boundary, device)
+    if c.family == "piecewise_constant":
+        a = torch.where(field >= 0, field.new_tensor(c.high), field.new_tensor(c.low))
+    else:
+        a = torch.exp(field)
+    return a.cpu().numpy(), np.asarray(seeds, dtype=np.uint64)
+
+
 def darcy_fields(
     cfg: DatagenConfig, split: str, indices: np.ndarray, device: torch.device
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -121,14 +141,8 @@ def darcy_fields(
     (so the stored fields are exactly the ones solved), and the coefficient seeds (B,) uint64.
     """
     s, store = cfg.resolution, np.dtype(cfg.storage_dtype)
-    seeds = [sample_seed(cfg.seed, stream(split, STREAM_COEFFICIENT), int(i)) for i in indices]
-    c = cfg.coefficient
-    field = gaussian_random_field(seeds, s, c.alpha, c.tau, c.boundary, device)
-    if c.family == "piecewise_constant":
-        a = torch.where(field >= 0, field.new_tensor(c.high), field.new_tensor(c.low))
-    else:
-        a = torch.exp(field)
-    a = a.cpu().numpy().astype(store).astype(np.float64)
+    a, seeds = coefficient_fields(cfg.seed, cfg.coefficient, s, split, indices, device)
+    a = a.astype(store).astype(np.float64)
     g = cfg.forcing
     if g.kind == "constant":
         f = np.full((len(indices), s, s), g.value)
@@ -136,26 +150,33 @@ def darcy_fields(
         fseeds = [sample_seed(cfg.seed, stream(split, STREAM_FORCING), int(i)) for i in indices]
         f = g.value * gaussian_random_field(fseeds, s, g.alpha, g.tau, g.boundary, device)
         f = f.cpu().numpy()
-    return a, f.astype(store).astype(np.float64), np.asarray(seeds, dtype=np.uint64)
+    return a, f.astype(store).astype(np.float64), seeds
 
 
 def solve_darcy(
     cfg: DatagenConfig, a: np.ndarray, f: np.ndarray, device: torch.device
-) -> tuple[np.ndarray, list[SolveInfo]]:
-    """Solve the systems of one unit with the configured method: u (B, s, s) float64."""
-    if choose_method(cfg, device) == "direct":
+) -> tuple[np.ndarray, list[SolveInfo], np.ndarray]:
+    """Solve the systems of one unit with the configured method.
+
+    Returns ``u`` (B, s, s) float64, one :class:`SolveInfo` per sample and the solve order
+    (B,) (sorted for ``skr``, else the identity).
+    """
+    method, sol = choose_method(cfg, device), cfg.solver
+    order = np.arange(len(a))
+    if method == "direct":
         solved = [solve_direct(a[k], f[k], cfg.face_average) for k in range(len(a))]
-        return np.stack([u for u, _ in solved]), [info for _, info in solved]
+        return np.stack([u for u, _ in solved]), [info for _, info in solved], order
+    cycle = getattr(torch, sol.cycle_precision)
+    if method == "skr":
+        return solve_skr(
+            a, f, cfg.face_average, sol.preconditioner, sol.tol, sol.maxiter, cycle,
+            sol.chains, sol.recycle, sol.warm_start, sol.sort, device,
+        )  # fmt: skip
+    at, ft = (torch.from_numpy(v).to(device) for v in (a, f))
     u, info = solve_batched(
-        torch.from_numpy(a).to(device),
-        torch.from_numpy(f).to(device),
-        cfg.face_average,
-        cfg.solver.preconditioner,
-        cfg.solver.tol,
-        cfg.solver.maxiter,
-        getattr(torch, cfg.solver.cycle_precision),
+        at, ft, cfg.face_average, sol.preconditioner, sol.tol, sol.maxiter, cycle
     )
-    return u.cpu().numpy(), info
+    return u, info, order
 
 
 def choose_method(cfg: DatagenConfig, device: torch.device) -> str:
@@ -169,14 +190,14 @@ def solve_unit(cfg: DatagenConfig, split: str, start: int, stop: int, device: to
     """Generate and solve samples ``start:stop`` of ``split``; arrays ready to store."""
     indices = np.arange(start, stop)
     a, f, seeds = darcy_fields(cfg, split, indices, device)
-    u, info = solve_darcy(cfg, a, f, device)
+    u, info, order = solve_darcy(cfg, a, f, device)
     check_solves(info, u, cfg.solver.tol, split, start)
     store = cfg.storage_dtype
     unit = {
         "a": a.astype(store),
         "f": f.astype(store),
         "u": u[:, None].astype(store),
-        **diagnostic_arrays(info, indices, indices, seeds),
+        **diagnostic_arrays(info, indices, start + solve_positions(order), seeds),
     }
     if cfg.forcing.kind == "constant":
         unit["f"] = unit["f"][0]
@@ -318,6 +339,14 @@ def generate(cfg: GenerationConfig, progress: bool = True) -> list[SplitSummary]
         from datagen.helmholtz_data import helmholtz_recipe
 
         recipe = helmholtz_recipe(cfg, device)
+    elif cfg.problem == "poisson":
+        from datagen.poisson_data import poisson_recipe
+
+        recipe = poisson_recipe(cfg, device)
+    elif cfg.problem == "heat":
+        from datagen.heat_data import heat_recipe
+
+        recipe = heat_recipe(cfg, device)
     else:
         recipe = darcy_recipe(cfg, device)
     return run_recipe(cfg, recipe, progress)

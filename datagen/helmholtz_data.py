@@ -19,7 +19,6 @@ its unit's solve order (offset by the unit's start).
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ import numpy as np
 import scipy.fft
 import torch
 
+from datagen.chains import solve_chains as run_chains
 from datagen.darcy import SolveInfo
 from datagen.fields import gaussian_random_field, sample_seed
 from datagen.gcrodr import gcrodr
@@ -51,7 +51,7 @@ from datagen.helmholtz import (
     wavenumber,
 )
 from datagen.schema import FieldSpec
-from datagen.sorting import chain_schedule, sort_fields
+from datagen.sorting import solve_positions, sort_fields
 from datagen.spec import HelmholtzConfig
 
 
@@ -106,38 +106,19 @@ def solve_chains(
         residual, for the caller's fallback).
     """
     sol = cfg.solver
-    u = np.zeros(k.shape, dtype=np.complex128)
-    info: list[SolveInfo | None] = [None] * len(k)
-    space, previous = None, None
-    name = "skr" if recycle else "gmres"
-    for step in chain_schedule(order, chains):
-        start = time.perf_counter()
+
+    def system(step: np.ndarray):
         kt = torch.from_numpy(k[step]).to(device)
-        bt = torch.from_numpy(rhs[step]).to(device)
-        op = HelmholtzOperator.from_wavenumber(kt)
         pre = shifted_laplace_multigrid(kt, sol.shift, getattr(torch, sol.cycle_precision))
-        x0 = previous[: len(step)] if warm and previous is not None else None
-        carried = space.subset(torch.arange(len(step))) if space is not None else None
-        result = gcrodr(
-            op,
-            bt,
-            x0=x0,
-            preconditioner=pre,
-            tol=sol.tol,
-            restart=sol.restart,
-            recycle=sol.recycle if recycle else 0,
-            maxiter=sol.maxiter,
-            space=carried,
-        )
-        previous, space = result.x, result.recycle
-        share = (time.perf_counter() - start) / len(step)
-        x = result.x.cpu().numpy()
-        for c, sample in enumerate(step.tolist()):
-            u[sample] = x[c]
-            info[sample] = SolveInfo(
-                name, int(result.iterations[c]), float(result.residual[c]), share
-            )
-    return u, info
+        return HelmholtzOperator.from_wavenumber(kt), pre, torch.from_numpy(rhs[step]).to(device)
+
+    def krylov(op, b, x0, pre, space):
+        k_max = sol.recycle if recycle else 0
+        return gcrodr(op, b, x0, pre, sol.tol, sol.restart, k_max, sol.maxiter, space)
+
+    name = "skr" if recycle else "gmres"
+    u, info = run_chains(order, chains, system, krylov, name, warm)
+    return u.astype(np.complex128), info
 
 
 def solve_unit(
@@ -172,15 +153,13 @@ def solve_unit(
                     record.seconds + direct.seconds,
                 )
     check_solves(info, u, cfg.solver.tol, split, start)
-    positions = np.empty(len(indices), dtype=np.int64)
-    positions[order] = np.arange(len(indices))
     store = cfg.storage_dtype
     unit = {
         "k": k.astype(store),
         "f": f.astype(store) if cfg.source.kind == "random" else f[0].astype(store),
         "u_re": u.real[:, None].astype(store),
         "u_im": u.imag[:, None].astype(store),
-        **diagnostic_arrays(info, indices, start + positions, seeds),
+        **diagnostic_arrays(info, indices, start + solve_positions(order), seeds),
     }
     return unit
 

@@ -423,3 +423,11 @@ def chain_schedule(order: np.ndarray, chains: int) -> list[np.ndarray]:
     pieces = [order[c * length : (c + 1) * length] for c in range(chains)]
     pieces = [p for p in pieces if p.size]
     return [np.array([p[t] for p in pieces if t < p.size]) for t in range(length)]
+
+
+def solve_positions(order: np.ndarray) -> np.ndarray:
+    """Each sample's place in the solve order: the inverse permutation of ``order`` (N,)."""
+    order = np.asarray(order, dtype=np.int64)
+    positions = np.empty_like(order)
+    positions[order] = np.arange(order.size)
+    return positions

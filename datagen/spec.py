@@ -90,17 +90,26 @@ class Solver(StrictModel):
 
     ``pcg``: batched conjugate gradients on ``batch_size`` systems at once, preconditioned by a
     Galerkin multigrid V-cycle (or Jacobi); a sample that misses ``tol`` in ``maxiter``
-    iterations is re-solved directly and marked so. ``direct``: SciPy SuperLU, one by one.
-    ``auto``: ``pcg`` on a GPU or from 129 x 129 nodes up, else ``direct`` (measured fastest,
-    benchmarks/RESULTS.md). ``cycle_precision``: the V-cycle's arithmetic (CG stays float64;
-    float32 halves the cycle's memory traffic at no cost in accuracy).
+    iterations is re-solved directly and marked so. ``skr``: Sorting Krylov Recycling: the
+    samples of a work unit are sorted by their coefficients (``sort``), cut into ``chains``
+    chains advanced as one batch, and each system is solved by the same preconditioned CG
+    deflated by ``recycle`` Ritz vectors of the previous system of its chain and started from
+    its solution (``warm_start``). ``direct``: SciPy SuperLU, one by one. ``auto``: ``pcg`` on a
+    GPU or from 129 x 129 nodes up, else ``direct`` (measured fastest, benchmarks/RESULTS.md:
+    with a multigrid preconditioner the iterations are already few, and one batch of all the
+    systems beats chains of recycled ones). ``cycle_precision``: the V-cycle's arithmetic (CG
+    stays float64; float32 halves the cycle's memory traffic at no cost in accuracy).
     """
 
-    method: Literal["auto", "pcg", "direct"] = "auto"
+    method: Literal["auto", "pcg", "skr", "direct"] = "auto"
     preconditioner: Literal["multigrid", "jacobi"] = "multigrid"
     tol: float = Field(1e-8, gt=0.0, lt=1.0, description="required true relative residual")
     maxiter: Int = Field(500, ge=1, description="CG iterations before the direct fallback")
     cycle_precision: Literal["float32", "float64"] = "float32"
+    chains: Int = Field(4, ge=1, le=4096, description="skr: chains advanced as one batch")
+    recycle: Int = Field(10, ge=0, le=200, description="skr: Ritz vectors carried")
+    warm_start: bool = True
+    sort: Literal["auto", "none", "greedy", "scalable"] = "auto"
 
 
 class Output(StrictModel):
@@ -317,12 +326,146 @@ class HelmholtzConfig(StrictModel):
         return self
 
 
+class DirichletData(StrictModel):
+    """Poisson boundary values ``g``: the boundary trace of a GRF times ``value`` (``random``),
+    or ``zero``. The GRF (``alpha``, ``tau``, ``boundary``) is drawn on the whole grid and only
+    its boundary nodes are kept, so ``g`` is smooth along the boundary and continuous at the
+    corners."""
+
+    kind: Literal["random", "zero"] = "random"
+    value: float = Field(1.0, gt=0.0, description="scale of the random boundary data")
+    alpha: float = Field(2.5, gt=1.0)
+    tau: float = Field(3.0, gt=0.0)
+    boundary: Literal["periodic", "neumann"] = "neumann"
+
+
+class PoissonSolver(StrictModel):
+    """Solver of the one Poisson matrix shared by every sample.
+
+    ``dst``: exact fast solver by type-I sine transforms (the 5-point Dirichlet Laplacian is
+    diagonal in that basis); ``direct``: SciPy SuperLU, factored once per run and reused for
+    every right-hand side; ``auto``: ``dst`` (faster at every size, see
+    :mod:`datagen.poisson`). ``tol``: the true relative residual every sample must reach
+    (both methods are exact: about 1e-15 to 1e-13).
+    """
+
+    method: Literal["auto", "dst", "direct"] = "auto"
+    tol: float = Field(1e-10, gt=0.0, lt=1.0, description="required true relative residual")
+
+
+class PoissonConfig(StrictModel):
+    """A Poisson generation config: ``-Laplace u = f`` on the unit square, ``u = g`` on the
+    boundary, random ``f`` and ``g`` (one matrix for all samples)."""
+
+    problem: Literal["poisson"] = "poisson"
+    name: str = Field("poisson", pattern=r"^[A-Za-z0-9_.-]+$")
+    resolution: Int = Field(
+        64, ge=5, le=8193, description="grid nodes per side including the boundary"
+    )
+    samples: Samples = Samples()
+    seed: Int = Field(0, ge=0, lt=2**63)
+    forcing: Forcing = Forcing(kind="random", value=100.0)
+    dirichlet: DirichletData = DirichletData()
+    solver: PoissonSolver = PoissonSolver()
+    batch_size: Int = Field(64, ge=1, le=65536, description="samples per work unit")
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    storage_dtype: Literal["float32", "float64"] = "float32"
+    output: Output = Output(dir="runs/data/poisson")
+
+    @model_validator(mode="after")
+    def _random(self) -> PoissonConfig:
+        if self.forcing.kind == "constant" and self.dirichlet.kind == "zero":
+            raise ValueError(
+                "forcing.kind: constant with dirichlet.kind: zero gives the same sample every "
+                "time; make the forcing or the boundary data random"
+            )
+        return self
+
+
+class InitialCondition(StrictModel):
+    """Heat initial condition: a GRF (``alpha``, ``tau``, ``boundary``) times ``scale`` at the
+    interior nodes, zero on the boundary."""
+
+    alpha: float = Field(2.5, gt=1.0)
+    tau: float = Field(7.0, gt=0.0)
+    boundary: Literal["periodic", "neumann"] = "periodic"
+    scale: float = Field(1.0, gt=0.0)
+
+
+class HeatTime(StrictModel):
+    """Implicit time stepping of the heat equation and its records.
+
+    ``records`` snapshots evenly on ``(0, end]`` plus the initial condition; the step is
+    ``dt`` shortened so that a whole number of steps lands on each record. ``scheme``:
+    ``backward_euler`` (first order, L-stable: damps the rough modes of the initial data) or
+    ``crank_nicolson`` (second order; rough modes with ``dt lambda >> 1`` decay slowly with
+    alternating sign).
+    """
+
+    dt: float = Field(1e-3, gt=0.0)
+    end: float = Field(0.05, gt=0.0)
+    records: Int = Field(10, ge=1, le=100000)
+    scheme: Literal["backward_euler", "crank_nicolson"] = "crank_nicolson"
+
+    def steps_per_record(self) -> int:
+        import math
+
+        return max(1, math.ceil(self.end / self.records / self.dt * (1 - 1e-12)))
+
+    def step(self) -> float:
+        """The step actually taken (``<= dt``)."""
+        return self.end / self.records / self.steps_per_record()
+
+    def record_times(self) -> list[float]:
+        return [self.end * j / self.records for j in range(self.records + 1)]
+
+
+class HeatSolver(StrictModel):
+    """Solver of the SPD systems ``(I/dt + theta A) u_new = (I/dt - (1 - theta) A) u``.
+
+    Batched preconditioned CG over the trajectories of a work unit (``preconditioner``:
+    Galerkin multigrid V-cycle built once per unit, or Jacobi), each step started from the
+    previous solution (``warm_start``). A step that misses ``tol`` in ``maxiter`` iterations
+    stops the run with the sample and the step.
+    """
+
+    preconditioner: Literal["multigrid", "jacobi"] = "multigrid"
+    tol: float = Field(1e-8, gt=0.0, lt=1.0, description="true relative residual per step")
+    maxiter: Int = Field(500, ge=1)
+    cycle_precision: Literal["float32", "float64"] = "float32"
+    warm_start: bool = True
+
+
+class HeatConfig(StrictModel):
+    """A heat-equation config: ``u_t = div(a grad u)``, ``u = 0`` on the boundary, a random
+    coefficient (the Darcy families) and a random initial condition; trajectories stored."""
+
+    problem: Literal["heat"] = "heat"
+    name: str = Field("heat", pattern=r"^[A-Za-z0-9_.-]+$")
+    resolution: Int = Field(
+        64, ge=5, le=8193, description="grid nodes per side including the boundary"
+    )
+    samples: Samples = Samples()
+    seed: Int = Field(0, ge=0, lt=2**63)
+    coefficient: Coefficient = Coefficient()
+    face_average: Literal["arithmetic", "harmonic"] = "arithmetic"
+    initial: InitialCondition = InitialCondition()
+    time: HeatTime = HeatTime()
+    solver: HeatSolver = HeatSolver()
+    batch_size: Int = Field(16, ge=1, le=4096, description="trajectories per work unit")
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    storage_dtype: Literal["float32", "float64"] = "float32"
+    output: Output = Output(dir="runs/data/heat")
+
+
 PROBLEMS = {
     "darcy": DatagenConfig,
     "navier_stokes": NavierStokesConfig,
     "helmholtz": HelmholtzConfig,
+    "poisson": PoissonConfig,
+    "heat": HeatConfig,
 }
-GenerationConfig = DatagenConfig | NavierStokesConfig | HelmholtzConfig
+GenerationConfig = DatagenConfig | NavierStokesConfig | HelmholtzConfig | PoissonConfig | HeatConfig
 
 
 def load_generation_config(path: str, overrides: list[str] | None = None) -> GenerationConfig:

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import yaml
 
+from datagen import poisson
 from datagen.darcy import residuals
 from datagen.helmholtz_data import error_estimates, stored_residuals
 from datagen.navier_stokes import relative_residual
@@ -30,6 +31,7 @@ class VerifyReport:
     worst_estimate: float = float("nan")
     threshold: float = float("nan")
     worst_residual: float = float("nan")
+    measure: str = "relative PDE residual"  # what worst_estimate is, when no residual is
 
     @property
     def ok(self) -> bool:
@@ -39,7 +41,7 @@ class VerifyReport:
     def summary(self) -> str:
         """One line on what was checked (for a file that passed)."""
         if math.isnan(self.worst_residual):
-            return f"relative PDE residual {self.worst_estimate:.1e} <= {self.threshold:.2g}"
+            return f"{self.measure} {self.worst_estimate:.1e} <= {self.threshold:.2g}"
         return (
             f"error estimate {self.worst_estimate:.1e} <= {self.threshold:.1e}; plain residual "
             f"{self.worst_residual:.1e} (at stored precision)"
@@ -50,7 +52,8 @@ def verify_file(path: str | Path, chunk: int = 32) -> VerifyReport:
     """Check schema, finite values, and residuals recomputed in float64 from the stored fields.
 
     Trajectory files (root attribute ``opsolve_format``) go to :func:`verify_trajectories`,
-    Helmholtz files (root attribute ``problem: helmholtz``) to :func:`verify_helmholtz`. For
+    Helmholtz files (root attribute ``problem: helmholtz``) to :func:`verify_helmholtz`,
+    Poisson files (``problem: poisson``) to :func:`verify_poisson`. For
     Darcy files the check uses the Laplace-preconditioned residual
     ``||L^{-1}(f - A u)|| / ||L^{-1} f||`` (:func:`datagen.darcy.residuals`), which measures
     the relative error of the stored ``u`` within a factor ``a_max / a_min``. A sample passes
@@ -63,10 +66,14 @@ def verify_file(path: str | Path, chunk: int = 32) -> VerifyReport:
         problems = check_schema(f)
         if problems:
             return VerifyReport(path, 0, problems)
+        if f.attrs.get("problem") == "heat":
+            return verify_heat(f, path, chunk)
         if f.attrs["opsolve_format"] == TRAJECTORY_FORMAT:
             return verify_trajectories(f, path, chunk)
         if f.attrs.get("problem") == "helmholtz":
             return verify_helmholtz(f, path, chunk)
+        if f.attrs.get("problem") == "poisson":
+            return verify_poisson(f, path, chunk)
         n = int(f.attrs["n_trajectories"])
         report = VerifyReport(path, n, [])
         fields = f["t0_fields"]
@@ -181,6 +188,92 @@ def verify_helmholtz(f: h5py.File, path: Path, chunk: int = 32) -> VerifyReport:
             f"{len(bad)} samples fail the residual check (first: sample {sample}; error "
             f"estimate {estimate:.2e} > {threshold:.1e})"
         )
+    return report
+
+
+def verify_poisson(f: h5py.File, path: Path, chunk: int = 32) -> VerifyReport:
+    """Check a Poisson file: fields ``f``, ``g``, ``u`` finite, ``u = g`` on the boundary, and
+    each sample's error estimate small.
+
+    The estimate ``||L^{-1}(b - L u)|| / ||L^{-1} b||`` (:func:`datagen.poisson.stored_residuals`,
+    ``b`` the load lifted from the stored ``f`` and ``g``) is recomputed in float64; with the
+    Laplacian itself as ``L`` it is the relative error of the stored interior against the exact
+    discrete solution, so a sample passes at ``solver_tol + 64 eps`` (the Darcy rule with
+    contrast 1; ``eps`` the unit roundoff of the storage dtype): float32 rounding passes, an
+    error of 1e-5 does not. The plain relative residual is reported as well.
+    """
+    n = int(f.attrs["n_trajectories"])
+    report = VerifyReport(path, n, [])
+    fields = f["t0_fields"]
+    tol = float(f["provenance"].attrs.get("solver_tol", 1e-10))
+    eps = float(np.finfo(fields["u"].dtype).eps) / 2 if "u" in fields else 0.0
+    threshold = tol + 64 * eps
+    worst, worst_estimate = 0.0, 0.0
+    bad: list[int] = []
+    mismatched: list[int] = []
+    for start, block in sample_blocks(fields, ("f", "g", "u"), n, chunk, report):
+        u = block["u"][:, 0]
+        g = np.broadcast_to(block["g"], u.shape)
+        relative, estimate, gap = poisson.stored_residuals(block["f"], g, u)
+        bad.extend((start + np.flatnonzero(~(estimate <= threshold))).tolist())
+        mismatched.extend((start + np.flatnonzero(gap > 0)).tolist())
+        worst = max(worst, float(relative.max()))
+        worst_estimate = max(worst_estimate, float(estimate.max()))
+    if report.problems:
+        return report
+    report.worst_residual, report.worst_estimate = worst, worst_estimate
+    report.threshold = threshold
+    if mismatched:
+        report.problems.append(
+            f"{len(mismatched)} samples have u != g on the boundary (first: sample {mismatched[0]})"
+        )
+    if bad:
+        report.problems.append(
+            f"{len(bad)} samples fail the residual check (first: sample {bad[0]}; worst "
+            f"error estimate {worst_estimate:.2e} > {threshold:.1e})"
+        )
+    return report
+
+
+def verify_heat(f: h5py.File, path: Path, chunk: int = 8) -> VerifyReport:
+    """Check a heat-equation trajectory file: ``u`` and ``a`` finite, ``a > 0``, ``u = 0`` on
+    the boundary, and ``||u||`` non-increasing from record to record (both implicit schemes
+    guarantee it; allowed growth ``16 eps`` relative, ``eps`` the storage unit roundoff).
+
+    The implicit steps between records are not re-solved, so no residual is recomputed:
+    ``worst_estimate`` is the largest relative growth of ``||u||`` between records (negative
+    when every trajectory decays).
+    """
+    n = int(f.attrs["n_trajectories"])
+    fields = f["t0_fields"]
+    eps = float(np.finfo(fields["u"].dtype).eps) / 2 if "u" in fields else 0.0
+    report = VerifyReport(path, n, [], threshold=16 * eps, measure="growth of ||u||")
+    worst = -np.inf
+    bad_a, bad_edge, growing = [], [], []
+    for start, block in sample_blocks(fields, ("u", "a"), n, chunk, report):
+        u, a = block["u"], block["a"]
+        bad_a.extend((start + np.flatnonzero((a <= 0).any(axis=(-2, -1)))).tolist())
+        edge = np.abs(u[..., [0, -1], :]).max(axis=(1, 2, 3)) + np.abs(u[..., [0, -1]]).max(
+            axis=(1, 2, 3)
+        )
+        bad_edge.extend((start + np.flatnonzero(edge > 0)).tolist())
+        energy = np.linalg.norm(u, axis=(-2, -1))
+        growth = (energy[:, 1:] - energy[:, :-1]) / np.maximum(energy[:, :-1], 1e-300)
+        if growth.size:
+            worst = max(worst, float(growth.max()))
+            growing.extend((start + np.flatnonzero((growth > 16 * eps).any(1))).tolist())
+    if report.problems:
+        return report
+    report.worst_estimate = worst
+    for samples, what in (
+        (bad_a, "a coefficient a <= 0"),
+        (bad_edge, "nonzero boundary values"),
+        (growing, "||u|| growing between records"),
+    ):
+        if samples:
+            report.problems.append(
+                f"{len(samples)} samples have {what} (first: sample {samples[0]})"
+            )
     return report
 
 
