@@ -74,7 +74,12 @@ def solve_unit(
         "steps": out.steps.numpy(),
         "max_cfl": diffusion_number(at, t.step()).cpu().numpy(),
         "seconds": out.seconds.numpy(),
-        "method": np.array([f"{t.scheme}/{sol.preconditioner}"] * len(indices)),
+        "method": np.array(
+            [
+                f"{t.scheme}/{sol.preconditioner}" + (f"+direct-fallback:{n}" if n else "")
+                for n in out.fallbacks.tolist()
+            ]
+        ),
         "sample_index": indices.astype(np.int64),
         "seed": seeds,
     }
