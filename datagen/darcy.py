@@ -28,6 +28,8 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
 
+from datagen.errors import UserError
+
 FaceAverage = Literal["arithmetic", "harmonic"]
 
 
@@ -168,10 +170,42 @@ def darcy_system(
     return DarcyOperator.from_coefficient(a, average), rhs
 
 
+class PyAMGCycle:
+    """One V-cycle of a PyAMG smoothed-aggregation hierarchy per member, as a preconditioner
+    on (B, s-2, s-2) tensors (CPU; the setup, one hierarchy per coefficient, is done here)."""
+
+    def __init__(self, a: np.ndarray, average: FaceAverage = "arithmetic") -> None:
+        try:
+            import pyamg
+        except ImportError as error:  # pragma: no cover - pyamg comes with the dev extra
+            raise UserError("preconditioner 'pyamg' needs PyAMG: pip install pyamg") from error
+        self.cycles = [
+            pyamg.smoothed_aggregation_solver(assemble(member, average)).aspreconditioner()
+            for member in np.asarray(a, dtype=np.float64)
+        ]
+
+    def __call__(self, r: torch.Tensor) -> torch.Tensor:
+        flat = r.detach().cpu().numpy().reshape(r.shape[0], -1)
+        z = np.stack([cycle(v) for cycle, v in zip(self.cycles, flat, strict=True)])
+        return torch.from_numpy(z.reshape(r.shape)).to(r)
+
+    def subset(self, index: torch.Tensor) -> PyAMGCycle:
+        new = object.__new__(PyAMGCycle)
+        new.cycles = [self.cycles[i] for i in index.tolist()]
+        return new
+
+
 def darcy_preconditioner(
-    op: DarcyOperator, rhs: torch.Tensor, kind: str, cycle_dtype: torch.dtype = torch.float32
+    op: DarcyOperator,
+    rhs: torch.Tensor,
+    kind: str,
+    cycle_dtype: torch.dtype = torch.float32,
+    a: torch.Tensor | None = None,
+    average: FaceAverage = "arithmetic",
 ):
-    """``"multigrid"``: the Galerkin V-cycle (:mod:`datagen.multigrid`); ``"jacobi"``."""
+    """``"multigrid"``: the Galerkin V-cycle (:mod:`datagen.multigrid`); ``"jacobi"``;
+    ``"pyamg"``: PyAMG smoothed aggregation (:class:`PyAMGCycle`, CPU, needs the nodal
+    coefficients ``a`` (B, s, s))."""
     from datagen.krylov import Jacobi
     from datagen.multigrid import Multigrid
 
@@ -179,7 +213,11 @@ def darcy_preconditioner(
         return Multigrid(op, tuple(rhs.shape[1:]), rhs.shape[0], rhs, dtype=cycle_dtype)
     if kind == "jacobi":
         return Jacobi(op.diagonal())
-    raise ValueError(f"preconditioner must be 'multigrid' or 'jacobi', got {kind!r}")
+    if kind == "pyamg" and a is not None:
+        return PyAMGCycle(a.cpu().numpy(), average)
+    raise ValueError(
+        f"preconditioner must be 'multigrid', 'jacobi' or 'pyamg' (with a), got {kind!r}"
+    )
 
 
 def direct_fallback(
@@ -225,7 +263,7 @@ def solve_batched(
 
     start = time.perf_counter()
     op, rhs = darcy_system(a, f, average)
-    precond = darcy_preconditioner(op, rhs, preconditioner, cycle_dtype)
+    precond = darcy_preconditioner(op, rhs, preconditioner, cycle_dtype, a, average)
     result = pcg(op, rhs, preconditioner=precond, tol=tol, maxiter=maxiter)
     u = torch.nn.functional.pad(result.x, (1, 1, 1, 1)).cpu().numpy()
     share = (time.perf_counter() - start) / a.shape[0]
@@ -278,7 +316,7 @@ def solve_skr(
     def system(step: np.ndarray):
         at, ft = (torch.from_numpy(v[step]).to(device) for v in (a, f))
         op, rhs = darcy_system(at, ft, average)
-        return op, darcy_preconditioner(op, rhs, preconditioner, cycle_dtype), rhs
+        return op, darcy_preconditioner(op, rhs, preconditioner, cycle_dtype, at, average), rhs
 
     def krylov(op, rhs, x0, precond, recycled):
         return pcg(op, rhs, x0, precond, tol, maxiter, recycle=recycled, ritz=recycle)

@@ -89,7 +89,8 @@ class Solver(StrictModel):
     """Linear solver.
 
     ``pcg``: batched conjugate gradients on ``batch_size`` systems at once, preconditioned by a
-    Galerkin multigrid V-cycle (or Jacobi); a sample that misses ``tol`` in ``maxiter``
+    Galerkin multigrid V-cycle (or Jacobi, or ``pyamg``: a PyAMG smoothed-aggregation V-cycle
+    per sample, CPU only); a sample that misses ``tol`` in ``maxiter``
     iterations is re-solved directly and marked so. ``skr``: Sorting Krylov Recycling: the
     samples of a work unit are sorted by their coefficients (``sort``), cut into ``chains``
     chains advanced as one batch, and each system is solved by the same preconditioned CG
@@ -102,7 +103,7 @@ class Solver(StrictModel):
     """
 
     method: Literal["auto", "pcg", "skr", "direct"] = "auto"
-    preconditioner: Literal["multigrid", "jacobi"] = "multigrid"
+    preconditioner: Literal["multigrid", "jacobi", "pyamg"] = "multigrid"
     tol: float = Field(1e-8, gt=0.0, lt=1.0, description="required true relative residual")
     maxiter: Int = Field(500, ge=1, description="CG iterations before the direct fallback")
     cycle_precision: Literal["float32", "float64"] = "float32"
@@ -137,6 +138,12 @@ class DatagenConfig(StrictModel):
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     storage_dtype: Literal["float32", "float64"] = "float32"
     output: Output = Output()
+
+    @model_validator(mode="after")
+    def _pyamg_on_cpu(self) -> DatagenConfig:
+        if self.solver.preconditioner == "pyamg" and self.device != "cpu":
+            raise ValueError("solver.preconditioner 'pyamg' runs on the CPU only; set device: cpu")
+        return self
 
 
 class InitialVorticity(StrictModel):

@@ -382,6 +382,32 @@ def test_skr_sorts_recycles_and_records_the_order(tmp_path):
     )
 
 
+def test_pyamg_preconditioner_option(small_dataset, tmp_path, capsys):
+    out = tmp_path / "pyamg"
+    args = [
+        "generate",
+        str(SMALL_CONFIG),
+        "resolution=33",
+        "samples.train=3",
+        "samples.valid=0",
+        "samples.test=0",
+        "solver.method=pcg",
+        "solver.preconditioner=pyamg",
+        f"output.dir={out}",
+        "--no-progress",
+    ]
+    assert main(args) == 0
+    ours, reference = read_split(out), read_split(small_dataset)
+    np.testing.assert_allclose(ours["u"], reference["u"][:3], rtol=0, atol=1e-6 * ours["u"].max())
+    with h5py.File(split_file(out, "darcy_small", "train"), "r") as f:
+        assert set(f["provenance/method"].asstr()[...]) == {"pcg-pyamg"}
+        assert f["provenance/iterations"][...].max() <= 15
+    capsys.readouterr()
+    assert main([*args[:-2], "device=cuda", f"output.dir={tmp_path / 'gpu'}", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "'pyamg' runs on the CPU only" in err and err.count("\n") == 1
+
+
 def test_unconverged_samples_fall_back_to_direct(tmp_path):
     out = tmp_path / "fallback"
     args = [
