@@ -27,6 +27,7 @@ import numpy as np
 import scipy.sparse.linalg as spla
 import torch
 
+from datagen.chains import solve_chains
 from datagen.fields import gaussian_random_field, sample_seed
 from datagen.gcrodr import gcrodr
 from datagen.helmholtz import (
@@ -37,7 +38,7 @@ from datagen.helmholtz import (
     shifted_laplace_multigrid,
     wavenumber,
 )
-from datagen.sorting import chain_schedule, sort_fields
+from datagen.sorting import sort_fields
 
 TOL = 1e-8
 RESTART, RECYCLE = 40, 20
@@ -92,22 +93,21 @@ def peer_gcrotmk(matrices, rhs, k):
 
 
 def ours(k, rhs, chains: int, sort: bool, warm: bool, recycle: int):
+    """Our GCRO-DR / GMRES + V-cycle along chains (:func:`datagen.chains.solve_chains`)."""
     order = sort_fields(k, method="greedy") if sort else np.arange(len(k))
-    results: dict[int, tuple] = {}
-    x_prev, space = None, None
     start = time.perf_counter()
-    for step in chain_schedule(order, chains):
-        kt, bt = torch.from_numpy(k[step]), torch.from_numpy(rhs[step])
-        op = HelmholtzOperator.from_wavenumber(kt)
+
+    def system(step):
+        kt = torch.from_numpy(k[step])
         pre = shifted_laplace_multigrid(kt)
-        x0 = x_prev[: len(step)] if warm and x_prev is not None else None
-        carried = space.subset(torch.arange(len(step))) if space is not None else None
-        r = gcrodr(op, bt, x0, pre, TOL, RESTART, recycle, 3000, carried)
-        x_prev, space = r.x, r.recycle
-        for c, i in enumerate(step.tolist()):
-            results[i] = (r.x[c].numpy().ravel(), int(r.iterations[c]))
+        return HelmholtzOperator.from_wavenumber(kt), pre, torch.from_numpy(rhs[step])
+
+    def krylov(op, b, x0, pre, space):
+        return gcrodr(op, b, x0, pre, TOL, RESTART, recycle, 3000, space)
+
+    x, info = solve_chains(order, chains, system, krylov, "skr", warm)
     share = (time.perf_counter() - start) / len(k)
-    return [(results[i][0], share, results[i][1]) for i in range(len(k))]
+    return [(x[i].ravel(), share, info[i].iterations) for i in range(len(k))]
 
 
 def main() -> None:
