@@ -21,7 +21,7 @@ import torch
 
 from datagen.fields import gaussian_random_field, sample_seed
 from datagen.generate import STREAM_FORCING, Output, Recipe, coefficient_fields, provenance, stream
-from datagen.heat import diffusion_number, simulate
+from datagen.heat import diffusion_number, simulate, simulate_direct
 from datagen.schema import TRAJECTORY_FORMAT, FieldSpec
 from datagen.spec import HeatConfig
 
@@ -52,21 +52,30 @@ def solve_unit(
     a, u0, seeds = heat_fields(cfg, split, indices, device)
     t, sol = cfg.time, cfg.solver
     at = torch.from_numpy(a).to(device)
-    out = simulate(
-        at,
-        torch.from_numpy(u0).to(device),
-        t.step(),
-        t.steps_per_record(),
-        t.records,
-        t.scheme,
-        cfg.face_average,
-        sol.preconditioner,
-        sol.tol,
-        sol.maxiter,
-        getattr(torch, sol.cycle_precision),
-        sol.warm_start,
-        labels=[f"{split} sample {i}" for i in indices],
-    )
+    method = sol.method if sol.method != "auto" else ("pcg" if device.type == "cuda" else "direct")
+    if method == "direct":
+        out = simulate_direct(
+            at, torch.from_numpy(u0), t.step(), t.steps_per_record(), t.records, t.scheme,
+            cfg.face_average,
+        )  # fmt: skip
+        solver_name = "direct-superlu"
+    else:
+        solver_name = sol.preconditioner
+        out = simulate(
+            at,
+            torch.from_numpy(u0).to(device),
+            t.step(),
+            t.steps_per_record(),
+            t.records,
+            t.scheme,
+            cfg.face_average,
+            sol.preconditioner,
+            sol.tol,
+            sol.maxiter,
+            getattr(torch, sol.cycle_precision),
+            sol.warm_start,
+            labels=[f"{split} sample {i}" for i in indices],
+        )
     store = cfg.storage_dtype
     return {
         "u": out.frames.cpu().numpy().astype(store),
@@ -76,7 +85,7 @@ def solve_unit(
         "seconds": out.seconds.numpy(),
         "method": np.array(
             [
-                f"{t.scheme}/{sol.preconditioner}" + (f"+direct-fallback:{n}" if n else "")
+                f"{t.scheme}/{solver_name}" + (f"+direct-fallback:{n}" if n else "")
                 for n in out.fallbacks.tolist()
             ]
         ),

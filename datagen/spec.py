@@ -430,12 +430,17 @@ class HeatTime(StrictModel):
 class HeatSolver(StrictModel):
     """Solver of the SPD systems ``(I/dt + theta A) u_new = (I/dt - (1 - theta) A) u``.
 
-    Batched preconditioned CG over the trajectories of a work unit (``preconditioner``:
-    Galerkin multigrid V-cycle built once per unit, or Jacobi), each step started from the
-    previous solution (``warm_start``). A step that misses ``tol`` in ``maxiter`` iterations
-    stops the run with the sample and the step.
+    ``pcg``: batched preconditioned CG over the trajectories of a work unit
+    (``preconditioner``: Galerkin multigrid V-cycle built once per unit, or Jacobi), each step
+    started from the previous solution (``warm_start``); a step that misses ``tol`` in
+    ``maxiter`` iterations is solved by SuperLU and counted. ``direct``: one SuperLU
+    factorization per trajectory (its matrix is the same at every step), two triangular solves
+    per step. ``auto``: ``direct`` on the CPU, ``pcg`` on a GPU (measured:
+    benchmarks/RESULTS.md, SuperLU with one factorization is 1.3-2.7x faster than batched CG on
+    a 2-core CPU at 129 to 257).
     """
 
+    method: Literal["auto", "pcg", "direct"] = "auto"
     preconditioner: Literal["multigrid", "jacobi"] = "multigrid"
     tol: float = Field(1e-8, gt=0.0, lt=1.0, description="true relative residual per step")
     maxiter: Int = Field(500, ge=1)

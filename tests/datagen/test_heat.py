@@ -105,7 +105,7 @@ def generate(tmp_path, name: str, *overrides: str) -> dict:
 
 
 def test_trajectory_files_verify_and_do_not_depend_on_the_batch(tmp_path):
-    batched = generate(tmp_path, "batched")
+    batched = generate(tmp_path, "batched", "solver.method=pcg")
     assert batched["u"].shape == (3, 5, 17, 17) and batched["a"].shape == (3, 17, 17)
     np.testing.assert_allclose(batched["time"], [0, 0.0025, 0.005, 0.0075, 0.01], rtol=1e-6)
     assert set(batched["method"]) == {"crank_nicolson/multigrid"}
@@ -117,7 +117,7 @@ def test_trajectory_files_verify_and_do_not_depend_on_the_batch(tmp_path):
     path = split_file(batched["root"], NAME, "train")
     report = verify_file(path)
     assert report.ok, report.problems
-    alone = generate(tmp_path, "alone", "batch_size=1")
+    alone = generate(tmp_path, "alone", "batch_size=1", "solver.method=pcg")
     np.testing.assert_array_equal(alone["a"], batched["a"])
     np.testing.assert_allclose(alone["u"], batched["u"], rtol=0, atol=1e-6)
     assert report.worst_estimate < 1e-6  # float32 rounding, re-solved record to record
@@ -138,11 +138,22 @@ def test_trajectory_files_verify_and_do_not_depend_on_the_batch(tmp_path):
 def test_steps_cg_misses_are_solved_directly(tmp_path):
     """With Jacobi-CG capped at 2 iterations every step falls back to SuperLU, is marked so,
     and gives the same trajectories (the file verifies)."""
-    capped = generate(tmp_path, "capped", "solver.preconditioner=jacobi", "solver.maxiter=2")
+    capped = generate(
+        tmp_path, "capped", "solver.method=pcg", "solver.preconditioner=jacobi", "solver.maxiter=2"
+    )
     assert set(capped["method"]) == {"crank_nicolson/jacobi+direct-fallback:12"}
-    reference = generate(tmp_path, "reference")
+    reference = generate(tmp_path, "reference", "solver.method=pcg")
     np.testing.assert_allclose(capped["u"], reference["u"], rtol=0, atol=1e-6)
     assert verify_file(split_file(capped["root"], NAME, "train")).ok
+
+
+def test_direct_method_is_the_cpu_default_and_agrees_with_cg(tmp_path):
+    """One SuperLU factorization per trajectory (``auto`` on a CPU) gives the CG trajectories."""
+    direct = generate(tmp_path, "direct")  # solver.method: auto
+    assert set(direct["method"]) == {"crank_nicolson/direct-superlu"}
+    cg = generate(tmp_path, "cg", "solver.method=pcg")
+    np.testing.assert_allclose(direct["u"], cg["u"], rtol=0, atol=1e-6)
+    assert verify_file(split_file(direct["root"], NAME, "train")).ok
 
 
 @pytest.mark.parametrize(
