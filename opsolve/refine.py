@@ -123,28 +123,44 @@ def refine_batch(
     order: float = -1.0,
     y: torch.Tensor | None = None,
     data_weight: float = 0.0,
+    keep_best: bool = False,
 ) -> list[float]:
     """Fine-tune ``op``'s output layer (in place) on one batch ``x (B, T_in, n, n)``.
 
     Loss: mean over the batch of ``||r||_{L^2(0,T;H^order)} + data_weight * rel. L2``, ``r`` the
-    residual of ``[last two input frames, prediction]``. Returns the loss per step.
+    residual of ``[last two input frames, prediction]``. With ``keep_best`` the parameters of
+    the lowest loss seen (before any step, or after the last) are the ones left in ``op``: Adam
+    does not descend monotonically, and the loss needs no truth, so at test time the best
+    iterate is known. Returns the loss per step.
     """
     if data_weight > 0 and y is None:
         raise UserError("refine.data_weight > 0 needs the true trajectories")
     v = latent(op, x)
     params = [p for p in op.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr)
-    history = []
-    for _ in range(steps):
+
+    def objective() -> torch.Tensor:
         pred = predict_from_latent(op, v, x, out_steps)
         loss = residual_norm(with_context(x, pred), physics, order)
         if data_weight > 0 and y is not None:
             loss = loss + data_weight * relative_bochner_l2(pred, y)
-        loss = loss.mean()
+        return loss.mean()
+
+    history: list[float] = []
+    best, best_params = float("inf"), None
+    for _ in range(steps):
+        loss = objective()
+        history.append(float(loss.detach()))
+        if keep_best and history[-1] < best:
+            best, best_params = history[-1], [p.detach().clone() for p in params]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        history.append(float(loss.detach()))
+    if keep_best and best_params is not None:
+        with torch.no_grad():
+            if float(objective()) > best:
+                for p, kept in zip(params, best_params, strict=True):
+                    p.copy_(kept)
     return history
 
 
@@ -215,7 +231,9 @@ def refine_run(
             refined = prepare(op, (ds.resolution, ds.resolution), cfg.init_scale)
             xi, yi = x[i : i + 1], y[i : i + 1]
             histories.append(
-                refine_batch(refined, xi, physics, cfg.steps, steps_out, cfg.lr, cfg.order)
+                refine_batch(
+                    refined, xi, physics, cfg.steps, steps_out, cfg.lr, cfg.order, keep_best=True
+                )
             )
             after_parts.append(assess(refined, xi, yi, physics, cfg.order))
         after = {k: np.concatenate([p[k] for p in after_parts]) for k in after_parts[0]}

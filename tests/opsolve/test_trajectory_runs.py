@@ -161,6 +161,12 @@ def test_refinement_lowers_the_residual(sfno_run, ns_data):
         res_after = float(residual_norm(with_context(x, refined(x, out_steps=8)), physics))
     assert history[-1] < history[0]
     assert res_after < 0.5 * res_before
+    # keep_best leaves the lowest residual seen (Adam's last iterate need not be it)
+    best = prepare(op, (16, 16), 1e-6)
+    history = refine_batch(best, x, physics, 40, 8, lr=1e-1, keep_best=True)
+    with torch.no_grad():
+        kept = float(residual_norm(with_context(x, best(x, out_steps=8)), physics))
+    assert kept <= min(history) * (1 + 1e-5)
 
 
 def test_refine_command(sfno_run, capsys):
