@@ -136,6 +136,12 @@ def sample_blocks(
         yield start, block
 
 
+def flag(report: VerifyReport, samples: list[int], what: str) -> None:
+    """Record ``N samples have WHAT (first: sample i)`` when ``samples`` is not empty."""
+    if samples:
+        report.problems.append(f"{len(samples)} samples have {what} (first: sample {samples[0]})")
+
+
 def verify_helmholtz(f: h5py.File, path: Path, chunk: int = 32) -> VerifyReport:
     """Check a Helmholtz file: fields ``k``, ``f``, ``u_re``, ``u_im`` finite, residuals small.
 
@@ -178,10 +184,7 @@ def verify_helmholtz(f: h5py.File, path: Path, chunk: int = 32) -> VerifyReport:
         return report
     report.worst_residual, report.worst_estimate = worst, worst_estimate
     report.threshold = worst_threshold
-    if nonpositive:
-        report.problems.append(
-            f"{len(nonpositive)} samples have a wave number k <= 0 (first: sample {nonpositive[0]})"
-        )
+    flag(report, nonpositive, "a wave number k <= 0")
     if bad:
         sample, estimate, threshold = bad[0]
         report.problems.append(
@@ -223,10 +226,7 @@ def verify_poisson(f: h5py.File, path: Path, chunk: int = 32) -> VerifyReport:
         return report
     report.worst_residual, report.worst_estimate = worst, worst_estimate
     report.threshold = threshold
-    if mismatched:
-        report.problems.append(
-            f"{len(mismatched)} samples have u != g on the boundary (first: sample {mismatched[0]})"
-        )
+    flag(report, mismatched, "u != g on the boundary")
     if bad:
         report.problems.append(
             f"{len(bad)} samples fail the residual check (first: sample {bad[0]}; worst "
@@ -279,15 +279,9 @@ def verify_heat(f: h5py.File, path: Path, chunk: int = 8) -> VerifyReport:
     if report.problems:
         return report
     report.worst_estimate = worst
-    for samples, what in (
-        (bad_a, "a coefficient a <= 0"),
-        (bad_edge, "nonzero boundary values"),
-        (bad_step, "records that the re-solved steps do not reproduce"),
-    ):
-        if samples:
-            report.problems.append(
-                f"{len(samples)} samples have {what} (first: sample {samples[0]})"
-            )
+    flag(report, bad_a, "a coefficient a <= 0")
+    flag(report, bad_edge, "nonzero boundary values")
+    flag(report, bad_step, "records that the re-solved steps do not reproduce")
     return report
 
 
