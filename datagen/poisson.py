@@ -12,9 +12,10 @@ of g) / h^2``. So a dataset is one matrix with many right-hand sides, solved by
 - ``direct`` (:class:`SharedFactor`): SciPy SuperLU factors ``L`` once per run and reuses the
   factor for every right-hand side (a block of loads per call).
 
-Measured on a busy 2-core CPU (16 loads per call, float64): per sample ``dst`` 0.5 / 4.2 / 18 ms
-at s = 65 / 257 / 513, SuperLU triangular solves 0.7 / 23 / 70 ms after a factorization of
-0.03 / 0.65 / 3.6 s. The sine transform wins at every size: it touches each value
+Measured on an idle 2-core CPU (``benchmarks/poisson_heat.py``, 16 loads, float64): per sample
+``dst`` 0.66 / 2.0 / 25 ms at s = 129 / 257 / 513, SuperLU factored once and shared 3.3 / 28 /
+132 ms (factorization included), SuperLU per sample 57 / 318 / 1800 ms.
+The sine transform wins at every size: it touches each value
 ``O(log n)`` times, whereas the factor has ``O(n^2 log n)`` fill (3.4 million entries at
 s = 257, 17 million at 513) read from memory for every load. Torch's FFT of the odd extension
 is slower still on the CPU (6-10x SciPy's ``dstn``), so ``dst`` uses SciPy.

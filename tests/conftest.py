@@ -54,3 +54,15 @@ def dataset_copy(small_dataset, tmp_path) -> Path:
     target = tmp_path / "copy"
     shutil.copytree(small_dataset, target)
     return target
+
+
+def assert_refused(config: Path, overrides: list[str], message: str, out: Path, capsys) -> None:
+    """``datagen generate CONFIG OVERRIDES`` exits 2 with ``message`` on one stderr line, no
+    traceback, and writes nothing to ``out``."""
+    from datagen.cli import main
+
+    code = main(["generate", str(config), *overrides, f"output.dir={out}", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not out.exists()

@@ -15,7 +15,7 @@ from datagen.heat_data import heat_fields
 from datagen.schema import TRAJECTORY_FORMAT, check_schema, split_file
 from datagen.spec import HeatConfig
 from datagen.verify import verify_file
-from tests.conftest import ROOT
+from tests.conftest import ROOT, assert_refused
 
 CONFIG = ROOT / "configs" / "datagen" / "heat_small.yaml"
 NAME = "heat_small"
@@ -167,9 +167,4 @@ def test_direct_method_is_the_cpu_default_and_agrees_with_cg(tmp_path):
     ],
 )
 def test_bad_heat_config_is_one_line(overrides, message, tmp_path, capsys):
-    out = tmp_path / "never"
-    args = ["generate", str(CONFIG), *overrides, f"output.dir={out}", "--no-progress"]
-    assert main(args) == 2
-    err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1 and "Traceback" not in err
-    assert not out.exists()
+    assert_refused(CONFIG, overrides, message, tmp_path / "never", capsys)

@@ -14,7 +14,7 @@ from datagen.poisson import boundary_trace, solve_poisson
 from datagen.schema import check_schema, split_file
 from datagen.spec import PoissonConfig
 from datagen.verify import verify_file
-from tests.conftest import ROOT
+from tests.conftest import ROOT, assert_refused
 
 CONFIG = ROOT / "configs" / "datagen" / "poisson_small.yaml"
 NAME = "poisson_small"
@@ -201,9 +201,4 @@ def test_auto_picks_the_sine_transform():
     ],
 )
 def test_bad_poisson_config_is_one_line(overrides, message, tmp_path, capsys):
-    out = tmp_path / "never"
-    args = ["generate", str(CONFIG), *overrides, f"output.dir={out}", "--no-progress"]
-    assert main(args) == 2
-    err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1 and "Traceback" not in err
-    assert not out.exists()
+    assert_refused(CONFIG, overrides, message, tmp_path / "never", capsys)
