@@ -8,7 +8,10 @@ The models: ``configs/train/ns_{sfno,sfno_lowrank,sfno_monarch,fno3d}_small.yaml
 10 out; the same widths, layers, optimizer settings and batch size), each for ``--epochs``
 epochs in its own process (peak memory is its own). All are evaluated on the same test split
 by ``opsolve.compare.compare_runs``: relative space-time (Bochner) L2 and H1, parameters,
-seconds per epoch, peak memory, and each model's L2 over FNO-3D's.
+seconds per epoch, peak memory, and each model's L2 over FNO-3D's. ``--set KEY=VALUE ...``
+overrides every model's config (e.g. ``model.params.width=20``, the paper's SFNO width; the
+low-rank config asks for a quarter of the dense parameters, so its rank follows the width), and
+``--datagen-set KEY=VALUE ...`` the data's generation config (e.g. ``time.records=50``).
 
 Then the dense SFNO is refined per test trajectory (``opsolve refine``: output layer enlarged to
 every mode of the grid, ``--refine-steps`` Adam steps on the H^-1 norm of the vorticity
@@ -16,8 +19,8 @@ residual, no data) on the training grid and on the solve grid (zero-shot super-r
 reported: the test relative L2 error to the truth and the H^-1 residual before and after.
 
     python benchmarks/ns_operators.py [--resolution 64] [--store 32] [--train 32] [--valid 4]
-        [--test 4] [--epochs 10] [--refine-steps 100] [--out runs/bench/ns_operators]
-        [--device cpu]
+        [--test 4] [--epochs 10] [--refine-steps 100] [--set KEY=VALUE ...]
+        [--datagen-set KEY=VALUE ...] [--out runs/bench/ns_operators] [--device cpu]
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ from operator_runs import ROOT, machine_line, table, train_in_child
 MODELS = ("sfno", "sfno_lowrank", "sfno_monarch", "fno3d")
 
 
-def generate_data(out: Path, resolution: int, store: int, counts: dict[str, int]) -> Path:
+def generate_data(
+    out: Path, resolution: int, store: int, counts: dict[str, int], extra: list[str]
+) -> Path:
     """The shared dataset at ``store`` (and ``OUT_<resolution>`` at the solve grid); one
     already there with every split file is used as it is."""
     from datagen.generate import generate
@@ -51,7 +56,7 @@ def generate_data(out: Path, resolution: int, store: int, counts: dict[str, int]
         f"output.dir={out}",
         "name=ns_bench",
     ]
-    overrides += [f"samples.{split}={n}" for split, n in counts.items()]
+    overrides += [f"samples.{split}={n}" for split, n in counts.items()] + extra
     cfg = load_generation_config(str(ROOT / "configs/datagen/ns_small.yaml"), overrides)
     start = time.perf_counter()
     generate(cfg, progress=False)
@@ -100,12 +105,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--refine-steps", type=int, default=100)
+    parser.add_argument("--set", nargs="*", default=[], help="overrides for every model")
+    parser.add_argument("--datagen-set", nargs="*", default=[], help="overrides for the data")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "ns_operators")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     args = parser.parse_args()
     counts = {"train": args.train, "valid": args.valid, "test": args.test}
     print(f"{machine_line(args.device)}; {args.store}^2 from {args.resolution}^2, {counts}")
-    data = generate_data(args.out / "data", args.resolution, args.store, counts)
+    print(f"model overrides {args.set}; data overrides {args.datagen_set}", flush=True)
+    data = generate_data(args.out / "data", args.resolution, args.store, counts, args.datagen_set)
     fine = data.with_name(f"{data.name}_{args.resolution}")
 
     from opsolve.compare import compare_runs
@@ -118,6 +126,7 @@ def main() -> None:
             f"epochs={args.epochs}",
             f"output.dir={runs[model]}",
             f"device={args.device}",
+            *args.set,
         ]
         costs[model] = train_in_child(ROOT / "configs/train" / f"ns_{model}_small.yaml", overrides)
         print(f"{model}: {args.epochs} epochs in {costs[model]['seconds']:.0f} s", flush=True)
