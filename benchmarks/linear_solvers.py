@@ -41,7 +41,7 @@ from datagen.helmholtz import (
 from datagen.sorting import sort_fields
 
 TOL = 1e-8
-RESTART, RECYCLE = 40, 20
+RESTART, RECYCLE = 100, 20
 
 
 def problems(size: int, count: int, ppw: float) -> tuple[np.ndarray, np.ndarray, float]:

@@ -283,7 +283,7 @@ class HelmholtzSolver(StrictModel):
     method: Literal["auto", "skr", "gmres", "direct"] = "auto"
     tol: float = Field(1e-8, gt=0.0, lt=1.0, description="required true relative residual")
     maxiter: Int = Field(1000, ge=1)
-    restart: Int = Field(40, ge=1, le=1000)
+    restart: Int = Field(100, ge=1, le=1000)
     recycle: Int = Field(20, ge=0, le=1000)
     chains: Int = Field(4, ge=1, le=4096)
     sort: Literal["auto", "none", "greedy", "scalable"] = "auto"
