@@ -19,6 +19,14 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _seeded_torch():
+    """Every test starts from the same torch seed: random inputs do not vary between runs."""
+    import torch
+
+    torch.manual_seed(0)
+
+
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run ``python -m datagen.cli ARGS`` in a subprocess (as a user would)."""
     return subprocess.run(
