@@ -35,7 +35,7 @@ import resource
 import time
 from pathlib import Path
 
-from operator_runs import ROOT, machine_line, table, train_in_child
+from operator_runs import ROOT, machine_line, run, table, train_in_child
 
 
 def generate_data(out: Path, resolution: int, counts: dict[str, int]) -> Path:
@@ -146,4 +146,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -14,6 +14,7 @@ one is reported).
 - ``skr``: sorted chains + GCRO-DR recycling + warm starts (full SKR).
 
 Usage: python benchmarks/linear_solvers.py [--sizes 65 129] [--samples 16] [--ppw 10.5]
+       [--restart 100] [--recycle 20] [--skip NAME ...]
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from datagen.helmholtz import (
 from datagen.sorting import sort_fields
 
 TOL = 1e-8
-RESTART, RECYCLE = 100, 20
+MAXITER = 3000
 
 
 def problems(size: int, count: int, ppw: float) -> tuple[np.ndarray, np.ndarray, float]:
@@ -61,7 +62,7 @@ def peer_superlu(matrices, rhs):
     return out
 
 
-def peer_gcrotmk(matrices, rhs, k):
+def peer_gcrotmk(matrices, rhs, k, restart: int, recycle: int):
     recycled: list = []
     out = []
     for i, (m, b) in enumerate(zip(matrices, rhs, strict=True)):
@@ -81,8 +82,8 @@ def peer_gcrotmk(matrices, rhs, k):
             rtol=TOL / 2,
             atol=0.0,
             M=M,
-            m=RESTART,
-            k=RECYCLE,
+            m=restart,
+            k=recycle,
             CU=recycled,
             discard_C=True,
             maxiter=200,
@@ -92,7 +93,7 @@ def peer_gcrotmk(matrices, rhs, k):
     return out
 
 
-def ours(k, rhs, chains: int, sort: bool, warm: bool, recycle: int):
+def ours(k, rhs, chains: int, sort: bool, warm: bool, restart: int, recycle: int):
     """Our GCRO-DR / GMRES + V-cycle along chains (:func:`datagen.chains.solve_chains`)."""
     order = sort_fields(k, method="greedy") if sort else np.arange(len(k))
     start = time.perf_counter()
@@ -103,7 +104,7 @@ def ours(k, rhs, chains: int, sort: bool, warm: bool, recycle: int):
         return HelmholtzOperator.from_wavenumber(kt), pre, torch.from_numpy(rhs[step])
 
     def krylov(op, b, x0, pre, space):
-        return gcrodr(op, b, x0, pre, TOL, RESTART, recycle, 3000, space)
+        return gcrodr(op, b, x0, pre, TOL, restart, recycle, MAXITER, space)
 
     x, info = solve_chains(order, chains, system, krylov, "skr", warm)
     share = (time.perf_counter() - start) / len(k)
@@ -116,10 +117,15 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--ppw", type=float, default=10.5)
     parser.add_argument("--skip", nargs="*", default=[])
+    parser.add_argument("--restart", type=int, default=100, help="m of GMRES(m) / GCRO-DR(m, k)")
+    parser.add_argument("--recycle", type=int, default=20, help="k of GCRO-DR(m, k)")
     args = parser.parse_args()
+    if args.restart < 1 or args.recycle < 1:
+        parser.error(f"need --restart >= 1 and --recycle >= 1, got {args.restart}, {args.recycle}")
+    restart, recycle = args.restart, args.recycle
     print(
         f"# {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"{args.samples} systems per row, GMRES restart {RESTART}, recycle {RECYCLE}"
+        f"{args.samples} systems per row, GMRES restart {restart}, recycle {recycle}, cap {MAXITER}"
     )
     print("| s | k0 | solver | median s/system | mean iterations | worst residual | vs superlu |")
     print("|---|---|---|---|---|---|---|")
@@ -128,10 +134,10 @@ def main() -> None:
         matrices = [assemble(x) for x in k]
         solvers = {
             "superlu": lambda k, rhs, ms: peer_superlu(ms, rhs),
-            "gcrotmk": lambda k, rhs, ms: peer_gcrotmk(ms, rhs, k),
-            "gmres": lambda k, rhs, ms: ours(k, rhs, len(k), False, False, 0),
-            "recycle": lambda k, rhs, ms: ours(k, rhs, 4, False, False, RECYCLE),
-            "skr": lambda k, rhs, ms: ours(k, rhs, 4, True, True, RECYCLE),
+            "gcrotmk": lambda k, rhs, ms: peer_gcrotmk(ms, rhs, k, restart, recycle),
+            "gmres": lambda k, rhs, ms: ours(k, rhs, len(k), False, False, restart, 0),
+            "recycle": lambda k, rhs, ms: ours(k, rhs, 4, False, False, restart, recycle),
+            "skr": lambda k, rhs, ms: ours(k, rhs, 4, True, True, restart, recycle),
         }
         rows = {}
         for name, solve in solvers.items():

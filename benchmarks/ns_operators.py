@@ -30,7 +30,7 @@ import json
 import time
 from pathlib import Path
 
-from operator_runs import ROOT, machine_line, table, train_in_child
+from operator_runs import ROOT, machine_line, run, table, train_in_child
 
 MODELS = ("sfno", "sfno_lowrank", "sfno_monarch", "fno3d")
 
@@ -148,4 +148,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -15,10 +15,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 _TRAIN_AND_MEASURE = (
     "import json, resource, sys, torch\n"
+    "from datagen.errors import UserError\n"
     "from opsolve.train.config import load_train_config\n"
     "from opsolve.train.trainer import train\n"
-    "cfg = load_train_config(sys.argv[1], sys.argv[2:])\n"
-    "train(cfg, overwrite=True, progress=False)\n"
+    "try:\n"
+    "    cfg = load_train_config(sys.argv[1], sys.argv[2:])\n"
+    "    train(cfg, overwrite=True, progress=False)\n"
+    "except UserError as error:\n"
+    "    sys.exit(f'error: {error}')\n"
     "rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"
     "gpu = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0\n"
     "print('PEAK', json.dumps({'rss': rss, 'cuda': gpu}))\n"
@@ -48,12 +52,25 @@ def train_in_child(config: Path, overrides: list[str]) -> dict:
         check=False,
     )
     if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or ["(no message)"]
+        if lines[-1].startswith("error: "):  # bad input: the child's one line
+            raise SystemExit(f"training {config.name}: {lines[-1]}")
         raise SystemExit(f"training {config.name} failed:\n{done.stderr[-2000:]}")
     peak = json.loads(done.stdout.rsplit("PEAK", 1)[1])
     return {
         "seconds": time.perf_counter() - start,
         "peak_mib": (peak["cuda"] or peak["rss"]) / 2**20,
     }
+
+
+def run(main) -> None:
+    """Run a benchmark's ``main``; bad input (a :class:`UserError`) ends it with one line."""
+    from datagen.errors import UserError
+
+    try:
+        main()
+    except UserError as error:
+        raise SystemExit(f"error: {error}") from None
 
 
 def table(name: str, rows: dict[str, dict], reference: str) -> str:
