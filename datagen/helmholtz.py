@@ -24,7 +24,12 @@ Preconditioner: the complex-shifted Laplacian (Erlangga, Oosterlee, Vuik, SIAM J
 approximately by one Galerkin multigrid V-cycle (:class:`datagen.multigrid.Multigrid`, vertex
 coarsening, damped Jacobi). The sign of the damping ``beta`` matches the sign of the boundary
 absorption (both give the matrix a negative imaginary part), which keeps the spectrum of
-``A M^{-1}`` in one half plane; ``beta = 0.5`` is the usual choice.
+``A M^{-1}`` in one half plane. With the exact inverse ``beta = 0.5`` is the usual choice; with
+one V-cycle (damped Jacobi, coarsened to 9 x 9) we use ``beta = 1``: the V-cycle is then a good
+enough inverse on the coarse grids where ``k h`` is large. Measured, GMRES(60), one sample: at
+10.5 points per wavelength ``beta = 0.5`` needs 1103 iterations at 65^2 (k0 = 32) and does not
+converge in 1500 at 129^2 (k0 = 64), ``beta = 1`` needs 70 and 104; at low k (k0 = 15) ``beta =
+0.5`` is better (21 against 30 iterations at every grid).
 """
 
 from __future__ import annotations
@@ -195,7 +200,7 @@ def gaussian_source(s: int, center: tuple[float, float], width: float) -> torch.
 
 
 def shifted_laplace_multigrid(
-    k: torch.Tensor, beta: float = 0.5, cycle_dtype: torch.dtype = torch.complex64
+    k: torch.Tensor, beta: float = 1.0, cycle_dtype: torch.dtype = torch.complex64
 ):
     """One V-cycle of the complex-shifted Laplacian as a preconditioner for ``k`` (B, s, s).
 

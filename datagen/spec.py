@@ -288,7 +288,7 @@ class HelmholtzSolver(StrictModel):
     chains: Int = Field(4, ge=1, le=4096)
     sort: Literal["auto", "none", "greedy", "scalable"] = "auto"
     warm_start: bool = True
-    shift: float = Field(0.5, gt=0.0, description="damping beta of the shifted Laplacian")
+    shift: float = Field(1.0, gt=0.0, description="damping beta of the shifted Laplacian")
     cycle_precision: Literal["complex64", "complex128"] = "complex64"
 
 
