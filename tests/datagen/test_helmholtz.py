@@ -121,12 +121,29 @@ def test_shifted_laplace_iterations_stay_bounded_as_the_grid_refines():
     assert max(counts) <= 1.3 * min(counts) and max(counts) <= 40
 
 
+def vcycle_factor(k: torch.Tensor, beta: float, cycles: int = 10) -> float:
+    """Mean residual reduction per cycle of the V-cycle as a solver for its own shifted
+    Laplacian (last half of ``cycles`` cycles, random right-hand side)."""
+    shifted = HelmholtzOperator.from_wavenumber(k, beta)
+    vcycle = shifted_laplace_multigrid(k, beta, torch.complex128)
+    b = torch.randn(k.shape, dtype=torch.complex128)
+    x, norms = torch.zeros_like(b), []
+    for _ in range(cycles):
+        x = x + vcycle(b - shifted(x))
+        norms.append(float(torch.linalg.vector_norm(b - shifted(x))))
+    half = cycles // 2
+    return (norms[-1] / norms[half - 1]) ** (1 / (cycles - half))
+
+
 def test_default_damping_keeps_the_vcycle_useful_at_high_wave_number():
-    """65^2, k0 = 32 (10.5 points per shortest wavelength), GMRES(60): with the default damping
-    (1.0) one V-cycle preconditions well (70 iterations measured); with 0.5 the V-cycle is too
-    poor an inverse on the coarse grids (1103 iterations measured), the reason for the default."""
+    """65^2, k0 = 32 (10.5 points per shortest wavelength). With the default damping (1.0) the
+    V-cycle converges on its shifted Laplacian (factor 0.41 measured) and GMRES(60) needs 70
+    iterations; with 0.5 the V-cycle diverges on the coarse grids (factor 2.9) and GMRES(60)
+    needs 1103 iterations (measured), the reason for the default."""
     s, k0 = 65, 2 * math.pi * (65 - 1) / 10.5 / 1.2
     k = wavenumbers(1, s, k0)
+    assert vcycle_factor(k, 1.0) < 0.6
+    assert vcycle_factor(k, 0.5) > 1.0
     rhs = load(gaussian_source(s, (0.5, 0.5), 0.05)[None])
     op = HelmholtzOperator.from_wavenumber(k)
     good = gmres(op, rhs, preconditioner=shifted_laplace_multigrid(k), restart=60, maxiter=300)
