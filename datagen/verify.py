@@ -289,10 +289,11 @@ def verify_trajectories(f: h5py.File, path: Path, chunk: int = 8) -> VerifyRepor
     """Check a Navier-Stokes trajectory file: finite values, zero mean, the PDE residual.
 
     The residual (:func:`datagen.navier_stokes.relative_residual`) takes the time derivative
-    from the stored frames by fourth-order differences and the spatial terms spectrally on the
-    stored grid, in float64, measured on the lower half of the stored band; a trajectory passes
-    when ``||P r|| / ||w_t||`` is at most :data:`RESIDUAL_LIMIT`. Measured on our data: 2e-4
-    to 2e-3; a viscosity off by 2x gives 0.25 to 0.45, a forcing off by 2x about 1. The mean
+    from the stored frames by fourth-order staggered differences and the spatial terms
+    spectrally on the stored grid, in float64, measured on the lower half of the stored band
+    and from the third interval between records on; a trajectory passes when
+    ``||P r|| / ||w_t||`` is at most :data:`RESIDUAL_LIMIT`. Measured on our data (32^2 to
+    256^2): 3e-4 to 2e-3; a viscosity off by 2x gives 0.6 to 0.7, a forcing off by 2x 1.5. The mean
     vorticity must vanish (to ``1e-4`` of the rms, float32 storage).
     """
     n = int(f.attrs["n_trajectories"])

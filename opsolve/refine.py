@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,55 +114,83 @@ def prepare(op: TrajectoryOperator, grid: tuple[int, int], init_scale: float) ->
     return refined
 
 
-def refine_batch(
+def fine_tune(
     op: TrajectoryOperator,
-    x: torch.Tensor,
+    draw: Callable[[], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]],
     physics: Physics,
     steps: int,
     out_steps: int,
-    lr: float = 1e-3,
+    lr: float = 0.1,
     order: float = -1.0,
-    y: torch.Tensor | None = None,
     data_weight: float = 0.0,
     keep_best: bool = False,
+    schedule: str = "cosine",
 ) -> list[float]:
-    """Fine-tune ``op``'s output layer (in place) on one batch ``x (B, T_in, n, n)``.
+    """Adam on ``op``'s trainable (output-layer) parameters, in place, for ``steps`` steps.
 
-    Loss: mean over the batch of ``||r||_{L^2(0,T;H^order)} + data_weight * rel. L2``, ``r`` the
-    residual of ``[last two input frames, prediction]``. With ``keep_best`` the parameters of
-    the lowest loss seen (before any step, or after the last) are the ones left in ``op``: Adam
-    does not descend monotonically, and the loss needs no truth, so at test time the best
-    iterate is known. Returns the loss per step.
+    ``draw()`` gives the step's batch: latent ``v`` (:func:`latent`), input ``x (B, T_in, n,
+    n)`` and truth ``y`` (or ``None``). Loss: mean over the batch of ``||r||_{L^2(0,T;H^order)}
+    + data_weight * rel. L2``, ``r`` the residual of ``[last two input frames, prediction]``.
+    ``schedule``: ``cosine`` anneals the rate from ``lr`` to 0 over the steps (measured on
+    held-out 64^2 trajectories: 200 steps at 0.1 reach the error a constant 1e-2 reaches in
+    1000; see ``benchmarks/RESULTS.md``), ``constant`` keeps it. With ``keep_best`` (fixed
+    batch only) the parameters of the lowest loss seen (before any step, or after the last)
+    are the ones left: Adam does not descend monotonically, and the loss needs no truth, so
+    at test time the best iterate is known. Returns the loss per step.
     """
-    if data_weight > 0 and y is None:
-        raise UserError("refine.data_weight > 0 needs the true trajectories")
-    v = latent(op, x)
     params = [p for p in op.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR
+    annealing = cosine(optimizer, steps) if schedule == "cosine" else None
 
-    def objective() -> torch.Tensor:
+    def objective(v: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         pred = predict_from_latent(op, v, x, out_steps)
         loss = residual_norm(with_context(x, pred), physics, order)
-        if data_weight > 0 and y is not None:
+        if data_weight > 0:
+            if y is None:
+                raise UserError("refine.data_weight > 0 needs the true trajectories")
             loss = loss + data_weight * relative_bochner_l2(pred, y)
         return loss.mean()
 
     history: list[float] = []
     best, best_params = float("inf"), None
     for _ in range(steps):
-        loss = objective()
+        loss = objective(*draw())
         history.append(float(loss.detach()))
         if keep_best and history[-1] < best:
             best, best_params = history[-1], [p.detach().clone() for p in params]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if annealing is not None:
+            annealing.step()
     if keep_best and best_params is not None:
         with torch.no_grad():
-            if float(objective()) > best:
+            if float(objective(*draw())) > best:
                 for p, kept in zip(params, best_params, strict=True):
                     p.copy_(kept)
     return history
+
+
+def refine_batch(
+    op: TrajectoryOperator,
+    x: torch.Tensor,
+    physics: Physics,
+    steps: int,
+    out_steps: int,
+    lr: float = 0.1,
+    order: float = -1.0,
+    y: torch.Tensor | None = None,
+    data_weight: float = 0.0,
+    keep_best: bool = False,
+    schedule: str = "cosine",
+) -> list[float]:
+    """:func:`fine_tune` on one fixed batch ``x (B, T_in, n, n)`` (its latent computed once)."""
+    v = latent(op, x)
+    batch = (v, x, y)
+    return fine_tune(
+        op, lambda: batch, physics, steps, out_steps, lr, order, data_weight, keep_best, schedule
+    )
 
 
 def assess(
@@ -232,7 +261,15 @@ def refine_run(
             xi, yi = x[i : i + 1], y[i : i + 1]
             histories.append(
                 refine_batch(
-                    refined, xi, physics, cfg.steps, steps_out, cfg.lr, cfg.order, keep_best=True
+                    refined,
+                    xi,
+                    physics,
+                    cfg.steps,
+                    steps_out,
+                    cfg.lr,
+                    cfg.order,
+                    keep_best=True,
+                    schedule=cfg.schedule,
                 )
             )
             after_parts.append(assess(refined, xi, yi, physics, cfg.order))
@@ -242,24 +279,26 @@ def refine_run(
         train_physics = split_physics(train)
         refined = prepare(op, (train.resolution, train.resolution), cfg.init_scale)
         generator = torch.Generator().manual_seed(0)
-        history: list[float] = []
-        for _ in range(cfg.steps):
+
+        def draw() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             pick = torch.randint(
                 len(train), (min(cfg.batch_size, len(train)),), generator=generator
             )
             xb = torch.stack([train[int(i)]["x"] for i in pick]).to(dev)
             yb = torch.stack([train[int(i)]["y"] for i in pick]).to(dev)
-            history += refine_batch(
-                refined,
-                xb,
-                train_physics,
-                1,
-                yb.shape[1],
-                cfg.lr,
-                cfg.order,
-                yb,
-                cfg.data_weight,
-            )
+            return latent(refined, xb), xb, yb
+
+        history = fine_tune(
+            refined,
+            draw,
+            train_physics,
+            cfg.steps,
+            int(window["output_steps"]),
+            cfg.lr,
+            cfg.order,
+            cfg.data_weight,
+            schedule=cfg.schedule,
+        )
         histories.append(history)
         if ds.resolution != train.resolution:  # enlarge again to the evaluated grid
             enlarge_output_layer(

@@ -3,11 +3,14 @@
 For ``w_t + u . grad w = nu Laplace w - mu w + f`` on the unit torus (the equation of
 :mod:`datagen.navier_stokes`), the residual of a trajectory ``w(t_j)`` is
 
-    r_j = D_t w_j - (-u . grad w_j + nu Laplace w_j - mu w_j + f),
+    r_{j+1/2} = D_t w_{j+1/2} - I (-u . grad w + nu Laplace w - mu w + f)_{j+1/2},
 
-with the time derivative ``D_t`` taken from the trajectory itself: fourth-order central
-differences of the frames (second order with fewer than five), the spatial terms spectral with
-the 2/3 rule on the frames' grid (:func:`datagen.navier_stokes.residual`, reused here). Its
+at the midpoints between records, with the time derivative ``D_t`` taken from the trajectory
+itself: fourth-order staggered differences of the frames and fourth-order interpolation ``I``
+of the spatial terms, which are spectral with the 2/3 rule on the frames' grid
+(:func:`datagen.navier_stokes.residual`, reused here). Centred differences would leave a
+record-to-record alternating error nearly invisible, and refinement on such a residual drifts
+into it (measured: see ``benchmarks/RESULTS.md``); the staggered stencil sees it. Its
 ``L^2(0, T; H^-1)`` norm is the functional a posteriori error estimator of the Spectral-Refiner
 (Cao, Brarda, Li, Xi, ICLR 2025). The paper's public code takes ``D_t`` from a tiny solver step
 started at the prediction instead, which does not test whether the predicted trajectory itself
@@ -29,8 +32,8 @@ from datagen.errors import UserError
 from datagen.navier_stokes import interpolate, residual, truncate
 from opsolve.norms import bochner_norm
 
-# Frames lost at each end of the window by the time differences (five-point stencil).
-HALF_STENCIL = 2
+# Input frames put before a prediction: the first predicted interval then has a centred stencil.
+CONTEXT_FRAMES = 2
 
 
 @dataclass(frozen=True)
@@ -78,11 +81,10 @@ def read_physics(path: str | Path, field: str = "forcing") -> Physics:
 
 
 def vorticity_residual(frames: torch.Tensor, physics: Physics) -> torch.Tensor:
-    """Pointwise residual ``r``: ``(batch, time, n, n) -> (batch, time - 4, n, n)``.
+    """Pointwise residual ``r``: ``(batch, time, n, n) -> (batch, time - 1, n, n)``.
 
-    Frame ``j`` of the output is the residual at input frame ``j + 2`` (with 3 or 4 frames,
-    second-order differences: ``time - 2`` frames, shifted by 1). The forcing is resampled to
-    the frames' grid.
+    Frame ``j`` of the output is the residual halfway between input frames ``j`` and ``j + 1``
+    (fourth order with at least four frames). The forcing is resampled to the frames' grid.
     """
     if frames.dim() != 4 or frames.shape[-1] != frames.shape[-2]:
         raise UserError(f"expected trajectories (batch, time, n, n), got {tuple(frames.shape)}")
@@ -102,11 +104,11 @@ def residual_norm(
 def with_context(inputs: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
     """The last two input frames followed by the prediction: ``(B, T_out + 2, n, n)``.
 
-    The five-point stencil then gives the residual at every predicted frame but the last two,
-    and the first predicted frames are tied to the known input (the prediction's grid wins:
-    the input frames are resampled spectrally when their grid differs).
+    The residual then covers every interval from the last input frame to the last predicted
+    one, and the first predicted frames are tied to the known input by a centred stencil (the
+    prediction's grid wins: the input frames are resampled spectrally when their grid differs).
     """
-    context = inputs[:, -HALF_STENCIL:]
+    context = inputs[:, -CONTEXT_FRAMES:]
     n = prediction.shape[-1]
     context = resample_field(context, n)
     return torch.cat([context.to(prediction.dtype), prediction], dim=1)

@@ -156,7 +156,8 @@ class Refine(StrictModel):
 
     Everything but the output spectral layer is frozen; that layer is enlarged to every mode
     the target grid holds (old weights in the low modes, new ones ``init_scale`` times a
-    Gaussian) and fine-tuned with Adam for ``steps`` steps on
+    Gaussian) and fine-tuned with Adam for ``steps`` steps at rate ``lr`` (annealed to 0 on a
+    cosine, or ``schedule: constant``) on
     ``||residual||_{L^2(0,T; H^order)} + data_weight * relative L2 error``.
 
     ``mode``: ``per_trajectory`` refines a fresh copy for every trajectory of ``split`` (test
@@ -167,8 +168,9 @@ class Refine(StrictModel):
     """
 
     mode: Literal["per_trajectory", "train_set"] = "per_trajectory"
-    steps: Int = Field(100, ge=1, le=1_000_000)
-    lr: float = Field(1e-2, gt=0.0)
+    steps: Int = Field(200, ge=1, le=1_000_000)
+    lr: float = Field(0.1, gt=0.0)
+    schedule: Literal["cosine", "constant"] = "cosine"
     order: float = Field(-1.0, ge=-4.0, le=4.0, description="s of the residual's H^s norm")
     data_weight: float = Field(0.0, ge=0.0)
     init_scale: float = Field(1e-6, ge=0.0, description="scale of the new high-mode weights")

@@ -233,6 +233,20 @@ def test_bad_sizes_are_user_errors():
         ns.truncate(torch.zeros(1, 32, 32), 64)
 
 
+@pytest.mark.parametrize("count", [2, 3, 4, 5, 9])
+def test_midpoint_stencils_are_exact_for_polynomials(count):
+    value, slope = ns.midpoint_stencils(count)
+    records = torch.arange(count, dtype=torch.float64)
+    mid = records[:-1] + 0.5
+    for degree in range(min(count, 4)):  # cubics everywhere (with four or more records)
+        torch.testing.assert_close(value @ records**degree, mid**degree)
+        derivative = degree * mid ** max(degree - 1, 0)
+        torch.testing.assert_close(slope @ records**degree, derivative)
+    sign = (-1.0) ** records  # the alternating sequence has a derivative (a centred one: none)
+    if count >= 4:
+        assert float((slope @ sign).abs().min()) > 0.9  # 56 / 24 inside, 1 at the ends
+
+
 def test_residual_small_on_solution_and_large_when_perturbed():
     n = 32
     w0 = 3 * smooth_vorticity(n)

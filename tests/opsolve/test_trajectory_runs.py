@@ -10,6 +10,7 @@ import yaml
 from opsolve.cli import main
 from opsolve.evaluate import load_trained
 from opsolve.models.sfno import SpaceTimeFNO
+from opsolve.norms import relative_bochner_l2
 from opsolve.refine import enlarge_output_layer, full_modes, prepare, refine_batch
 from opsolve.residual import read_physics, residual_norm, with_context
 from opsolve.train.checkpoint import load_checkpoint
@@ -151,19 +152,22 @@ def test_refinement_lowers_the_residual(sfno_run, ns_data):
     from opsolve.train.assemble import open_windows
 
     ds = open_windows(ns_data, "test", {"input_steps": 6, "output_steps": 8}, 1, 1)
-    x = ds[0]["x"][None]
+    x, y = ds[0]["x"][None], ds[0]["y"][None]
     refined = prepare(op, (16, 16), 1e-6)
     trainable = [n for n, p in refined.named_parameters() if p.requires_grad]
     assert trainable and all(n.startswith("model.output_conv.") for n in trainable)
-    history = refine_batch(refined, x, physics, 40, 8, lr=1e-2)
+    history = refine_batch(refined, x, physics, 40, 8)  # rate 0.1 on a cosine
     with torch.no_grad():
         res_before = float(residual_norm(with_context(x, op(x, out_steps=8)), physics))
         res_after = float(residual_norm(with_context(x, refined(x, out_steps=8)), physics))
+        error_before = float(relative_bochner_l2(op(x, out_steps=8), y))
+        error_after = float(relative_bochner_l2(refined(x, out_steps=8), y))
     assert history[-1] < history[0]
     assert res_after < 0.5 * res_before
+    assert error_after < 0.8 * error_before  # no truth used; measured 0.415 -> 0.267
     # keep_best leaves the lowest residual seen (Adam's last iterate need not be it)
     best = prepare(op, (16, 16), 1e-6)
-    history = refine_batch(best, x, physics, 40, 8, lr=1e-1, keep_best=True)
+    history = refine_batch(best, x, physics, 40, 8, lr=0.3, keep_best=True, schedule="constant")
     with torch.no_grad():
         kept = float(residual_norm(with_context(x, best(x, out_steps=8)), physics))
     assert kept <= min(history) * (1 + 1e-5)
