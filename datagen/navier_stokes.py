@@ -630,8 +630,8 @@ def relative_residual(
     that closure error is small, while a wrong viscosity or forcing still shows in full.
     The first ``skip`` intervals between records (those whose stencil reaches the first
     record; at least one interval is kept) are left out: from a rough initial field the flow
-    changes faster at first than records 0.5 apart resolve (measured on 256^2 data: 0.42 and
-    0.13 on the first two intervals, 3e-3 on the third, 2e-4 to 8e-4 after).
+    changes faster at first than records 0.5 apart resolve (worst on our 256^2 test data: 0.15
+    with them, 1.2e-3 without; ``benchmarks/RESULTS.md``).
     """
     r = residual(frames, times, forcing, nu, drag)
     first = min(skip, r.shape[1] - 1)

@@ -84,7 +84,7 @@ def vorticity_residual(frames: torch.Tensor, physics: Physics) -> torch.Tensor:
     """Pointwise residual ``r``: ``(batch, time, n, n) -> (batch, time - 1, n, n)``.
 
     Frame ``j`` of the output is the residual halfway between input frames ``j`` and ``j + 1``
-    (fourth order with at least four frames). The forcing is resampled to the frames' grid.
+    (fourth order with at least five frames). The forcing is resampled to the frames' grid.
     """
     if frames.dim() != 4 or frames.shape[-1] != frames.shape[-2]:
         raise UserError(f"expected trajectories (batch, time, n, n), got {tuple(frames.shape)}")
