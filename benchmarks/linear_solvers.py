@@ -11,11 +11,17 @@ one is reported).
   iterations are counted as preconditioner applications;
 - ``gmres``: our batched GMRES(m) + V-cycle, all systems in one batch, zero start (the SKR
   paper's baseline, with a much better preconditioner);
-- ``recycle``: GCRO-DR(m, k) along 4 chains in index order, zero start (recycling alone);
+- ``gmres-chains``: the same GMRES(m), zero start, along the chains of the next rows
+  (``--chains``, default 4; each step one batch): the non-recycled baseline with their
+  batching, so that the time ratio isolates what recycling (and sorting) adds;
+- ``recycle``: GCRO-DR(m, k) along the chains in index order, zero start (recycling alone);
 - ``skr``: sorted chains + GCRO-DR recycling + warm starts (full SKR).
 
+After each size, the recycling speed-up of ``recycle`` and ``skr`` against ``gmres-chains`` (time
+and iterations) is printed.
+
 Usage: python benchmarks/linear_solvers.py [--sizes 65 129] [--samples 16] [--ppw 10.5]
-       [--restart 100] [--recycle 20] [--shift 1.0] [--skip NAME ...]
+       [--restart 100] [--recycle 20] [--shift 1.0] [--chains 4] [--skip NAME ...]
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import time
 import numpy as np
 import scipy.sparse.linalg as spla
 import torch
+from ratios import print_speedups
 
 from datagen.chains import solve_chains
 from datagen.fields import gaussian_random_field, sample_seed
@@ -121,16 +128,19 @@ def main() -> None:
     parser.add_argument("--restart", type=int, default=100, help="m of GMRES(m) / GCRO-DR(m, k)")
     parser.add_argument("--recycle", type=int, default=20, help="k of GCRO-DR(m, k)")
     parser.add_argument("--shift", type=float, default=1.0, help="damping of the V-cycle's CSL")
+    parser.add_argument("--chains", type=int, default=4, help="chains of the chained rows")
     args = parser.parse_args()
     if args.restart < 1 or args.recycle < 1:
         parser.error(f"need --restart >= 1 and --recycle >= 1, got {args.restart}, {args.recycle}")
+    if not 1 <= args.chains <= args.samples:
+        parser.error(f"need 1 <= --chains <= --samples, got {args.chains}")
     if not args.shift > 0:
         parser.error(f"need --shift > 0, got {args.shift}")
-    restart, recycle, shift = args.restart, args.recycle, args.shift
+    restart, recycle, shift, chains = args.restart, args.recycle, args.shift, args.chains
     print(
         f"# {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"{args.samples} systems per row, GMRES restart {restart}, recycle {recycle}, "
-        f"shift {shift}, cap {MAXITER}"
+        f"shift {shift}, {chains} chains, cap {MAXITER}"
     )
     print("| s | k0 | solver | median s/system | mean iterations | worst residual | vs superlu |")
     print("|---|---|---|---|---|---|---|")
@@ -141,8 +151,13 @@ def main() -> None:
             "superlu": lambda k, rhs, ms: peer_superlu(ms, rhs),
             "gcrotmk": lambda k, rhs, ms: peer_gcrotmk(ms, rhs, k, restart, recycle, shift),
             "gmres": lambda k, rhs, ms: ours(k, rhs, len(k), False, False, restart, 0, shift),
-            "recycle": lambda k, rhs, ms: ours(k, rhs, 4, False, False, restart, recycle, shift),
-            "skr": lambda k, rhs, ms: ours(k, rhs, 4, True, True, restart, recycle, shift),
+            "gmres-chains": lambda k, rhs, ms: ours(
+                k, rhs, chains, False, False, restart, 0, shift
+            ),
+            "recycle": lambda k, rhs, ms: ours(
+                k, rhs, chains, False, False, restart, recycle, shift
+            ),
+            "skr": lambda k, rhs, ms: ours(k, rhs, chains, True, True, restart, recycle, shift),
         }
         rows = {}
         for name, solve in solvers.items():
@@ -161,6 +176,7 @@ def main() -> None:
                 f"{worst:.1e} | {base / seconds:.2f}x |",
                 flush=True,
             )
+        print_speedups(f"{size}^2", rows, [("recycle", "gmres-chains"), ("skr", "gmres-chains")])
 
 
 if __name__ == "__main__":
