@@ -270,6 +270,13 @@ class SpaceTimeFNO(nn.Module):
         return v
 
     def decode(self, v: torch.Tensor, x: torch.Tensor, steps: int) -> torch.Tensor:
-        """Output layer and skip: latent ``v`` and input ``x`` -> ``(batch, steps, x, y)``."""
-        out = self.output_conv(self.reduce(v), out_size=(None, None, steps))
+        """Reduction, output layer and skip: latent ``v`` and input ``x`` -> ``(batch, steps,
+        x, y)``."""
+        return self.output(self.reduce(v), x, steps)
+
+    def output(self, z: torch.Tensor, x: torch.Tensor, steps: int) -> torch.Tensor:
+        """Output layer and skip: the reduced latent ``z`` ``(batch, 1, x, y, latent)`` and the
+        input ``x`` -> ``(batch, steps, x, y)``. The Spectral-Refiner trains only this part, so
+        it computes ``z`` once (:func:`opsolve.refine.latent`)."""
+        out = self.output_conv(z, out_size=(None, None, steps))
         return out[:, 0].permute(0, 3, 1, 2) + x[:, -1:]
