@@ -202,11 +202,12 @@ class OperatorInterpolation:
     The weights follow the operator's stencil (Alcouffe, Brandt, Dendy and Painter, SIAM J. Sci.
     Stat. Comput. 2, 1981; Dendy, "Black box multigrid", J. Comput. Phys. 48, 1982): a fine node
     between two coarse nodes along one axis takes the stencil collapsed across that axis,
-    ``u = -(c_- u_- + c_+ u_+) / c_0``; a fine node between four takes its own equation, with the
-    edge nodes around it interpolated first. Across a jump of the coefficient the interpolant
-    then keeps the flux continuous, where bilinear interpolation keeps the value's slope; for a
-    constant coefficient both coincide (tests). The restriction is ``P^T``, so the Galerkin
-    cycle stays symmetric.
+    ``u = (c_- u_- + c_+ u_+) / (c_- + c_+)`` (equal to their ``-(c_- u_- + c_+ u_+) / c_0``
+    where the collapsed row sums to zero; :func:`_edge_weight` for the boundaries); a fine node
+    between four takes its own equation, with the edge nodes around it interpolated first.
+    Across a jump of the coefficient the interpolant then keeps the flux continuous, where
+    bilinear interpolation keeps the value's slope; for a constant coefficient both coincide
+    (tests). The restriction is ``P^T``, so the Galerkin cycle stays symmetric.
     """
 
     weights: torch.Tensor
