@@ -96,6 +96,18 @@ class DarcyOperator:
         ax, ay = self.ax, self.ay
         return (ax[..., :-1, :] + ax[..., 1:, :] + ay[..., :-1] + ay[..., 1:]) / self.h**2
 
+    def stencil(self) -> torch.Tensor:
+        """``A`` as a 5-point stencil (B, 3, 3, s-2, s-2) in the layout of
+        :class:`datagen.multigrid.StencilOperator` (no coupling to the boundary nodes)."""
+        ax, ay = self.ax / self.h**2, self.ay / self.h**2
+        out = ax.new_zeros((ax.shape[0], 3, 3, ay.shape[-2], ax.shape[-1]))
+        out[:, 1, 1] = self.diagonal()
+        out[:, 0, 1, 1:] = -ax[:, 1:-1]  # node i couples to i - 1 through face i
+        out[:, 2, 1, :-1] = -ax[:, 1:-1]  # and to i + 1 through face i + 1
+        out[:, 1, 0, :, 1:] = -ay[:, :, 1:-1]
+        out[:, 1, 2, :, :-1] = -ay[:, :, 1:-1]
+        return out
+
 
 def assemble(a: np.ndarray, average: FaceAverage = "arithmetic") -> sp.csr_matrix:
     """The Darcy matrix for one nodal coefficient ``a`` (s, s): CSR, ((s-2)^2, (s-2)^2).

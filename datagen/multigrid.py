@@ -144,18 +144,30 @@ def probe_stencil(
     responses of different nodes to one probe never overlap), no matrix assembly.
     """
     n0, n1 = shape
-    rows = torch.arange(n0, device=like.device)[:, None]
-    cols = torch.arange(n1, device=like.device)[None, :]
     stencil = like.new_zeros((batch, 3, 3, n0, n1))
     for c0 in range(3):
         for c1 in range(3):
-            probe = ((rows % 3 == c0) & (cols % 3 == c1)).to(like.dtype)
+            probe = like.new_zeros((n0, n1))
+            probe[c0::3, c1::3] = 1
             response = apply(probe.expand(batch, n0, n1))
             for di in (-1, 0, 1):
                 for dj in (-1, 0, 1):
-                    hit = ((rows + di) % 3 == c0) & ((cols + dj) % 3 == c1)
-                    stencil[:, di + 1, dj + 1] += torch.where(hit, response, 0.0)
+                    # nodes whose neighbour at (di, dj) is probed: i = c0 - di (mod 3)
+                    i0, j0 = (c0 - di) % 3, (c1 - dj) % 3
+                    stencil[:, di + 1, dj + 1, i0::3, j0::3] = response[:, i0::3, j0::3]
     return stencil
+
+
+def stencil_of(
+    operator: Operator, batch: int, shape: tuple[int, int], like: torch.Tensor
+) -> torch.Tensor:
+    """The (B, 3, 3, n0, n1) stencil of ``operator``: its own (a ``stencil`` tensor, as of
+    :class:`StencilOperator`, or ``stencil()`` method, as of :class:`datagen.darcy.
+    DarcyOperator`) when it has one, else by :func:`probe_stencil`."""
+    own = getattr(operator, "stencil", None)
+    if own is None:
+        return probe_stencil(operator, batch, shape, like)
+    return own() if callable(own) else own
 
 
 def galerkin(
@@ -361,11 +373,7 @@ class Multigrid:
             last = min(shape) <= coarsest or (coarsening == "vertex" and not odd)
             weights, transfers = None, None
             if not last and interpolation == "operator":
-                stencil = (
-                    operator.stencil
-                    if isinstance(operator, StencilOperator)
-                    else probe_stencil(operator, batch, shape, like)
-                )
+                stencil = stencil_of(operator, batch, shape, like)
                 weights = OperatorInterpolation.from_stencil(stencil)
                 transfers = (weights.prolong, weights.restrict)
             cycle_weights = weights.to(self.dtype) if weights is not None else None

@@ -99,6 +99,13 @@ def test_operator_interpolation_is_bilinear_for_a_constant_coefficient_and_trans
     assert float(interp.weights.min()) >= 0 and float(interp.weights.max()) <= 1
 
 
+def test_darcy_stencil_equals_probing():
+    a = coefficients(2, 18)
+    op = DarcyOperator.from_coefficient(a)
+    probed = probe_stencil(op, 2, (16, 16), a)
+    torch.testing.assert_close(op.stencil(), probed, rtol=1e-13, atol=1e-9)
+
+
 def vcycle_factor(s: int, interpolation: str, family: str = "piecewise") -> torch.Tensor:
     """Energy-norm error reduction per V-cycle (B,) on 8 samples: the cycle as a solver."""
     a = coefficients(8, s, family)
