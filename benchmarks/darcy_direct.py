@@ -5,7 +5,7 @@ residual reported for each:
 
 - ``superlu-colamd``: ``scipy.sparse.linalg.spsolve`` defaults (what a user picks first);
 - ``superlu-mmd``: SuperLU with the symmetric minimum-degree ordering (``datagen``'s direct
-  method, :func:`datagen.darcy.solve_direct`);
+  method, :func:`datagen.problems.darcy.physics.solve_direct`);
 - ``pyamg-sa-cg``: PyAMG smoothed aggregation as a CG preconditioner, setup included, to a true
   relative residual of 1e-8 (needs ``pip install pyamg``).
 
@@ -21,8 +21,8 @@ import time
 import numpy as np
 import scipy.sparse.linalg as spla
 
-from datagen.darcy import assemble
-from datagen.fields import gaussian_random_field, sample_seed
+from datagen.core.fields import gaussian_random_field, sample_seed
+from datagen.problems.darcy.physics import assemble
 
 
 def coefficients(size: int, count: int) -> np.ndarray:

@@ -16,9 +16,9 @@ Two budgets:
   same-epochs round; its epochs are that time over its own measured seconds per epoch (so its
   learning-rate schedule completes), never fewer than ``--epochs``.
 
-Each training runs in its own process (``opsolve train``) so that its peak memory (resident set
-on the CPU, allocated CUDA memory on a GPU) is its own. Every run is evaluated on the same test
-split with ``opsolve.compare.compare_runs``. Reports test relative L2 and H1 (means), parameters,
+Each training runs in its own process (``opsolve train``) so that its peak memory (resident set on
+the CPU, allocated CUDA memory on a GPU) is its own. Every run is evaluated on the same test split
+with ``opsolve.eval.compare.compare_runs``. Reports test relative L2 and H1 (means), parameters,
 epochs, seconds per epoch, peak memory, and each model's L2 over FNO's.
 
     python benchmarks/darcy_operators.py [--resolution 85] [--train 1000] [--valid 100]
@@ -40,10 +40,10 @@ from operator_runs import ROOT, machine_line, run, table, train_in_child
 
 def generate_data(out: Path, resolution: int, counts: dict[str, int]) -> Path:
     """The shared dataset; one already there with every split file is used as it is."""
-    from datagen.config import load_config
+    from datagen.core.config import load_config
+    from datagen.core.schema import split_file
     from datagen.generate import generate
-    from datagen.schema import split_file
-    from datagen.spec import DatagenConfig
+    from datagen.problems.darcy.config import DarcyConfig
 
     name = "darcy_bench"
     if all(split_file(out, name, split).is_file() for split, n in counts.items() if n):
@@ -51,7 +51,7 @@ def generate_data(out: Path, resolution: int, counts: dict[str, int]) -> Path:
         return out
     overrides = [f"resolution={resolution}", f"output.dir={out}", f"name={name}"]
     overrides += [f"samples.{split}={n}" for split, n in counts.items()]
-    cfg = load_config(DatagenConfig, ROOT / "configs/datagen/darcy_small.yaml", overrides)
+    cfg = load_config(DarcyConfig, ROOT / "configs/datagen/darcy_small.yaml", overrides)
     start = time.perf_counter()
     generate(cfg, progress=False)
     print(f"data: {out} ({time.perf_counter() - start:.1f} s)", flush=True)
@@ -91,7 +91,7 @@ def train_one(model: str, data: Path, run: Path, epochs: int, counts: dict, devi
 
 def round_of(name: str, plan: dict[str, int], args, data: Path, counts: dict) -> dict:
     """Train every model for its planned epochs, then compare them on the test split."""
-    from opsolve.compare import compare_runs
+    from opsolve.eval.compare import compare_runs
 
     runs, costs = {}, {}
     for model, epochs in plan.items():

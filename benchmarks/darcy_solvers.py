@@ -15,8 +15,8 @@ Ours (``datagen``, torch, float64, batched over all ``N`` systems of a size):
   (``solver.method: pcg``, the default from 129 x 129 up), all systems in one batch;
 - ``pcg-mg-1``: the same, one system at a time (what batching buys);
 - ``pcg-mg-warm``: SKR's sort and warm start without recycling: the systems are ordered by the
-  greedy nearest-neighbour tour (``datagen.sorting``), cut into 4 chains advanced as one batch,
-  each solve starting from the previous solution of its chain (the ablation of warm starts);
+  greedy nearest-neighbour tour (``datagen.linalg.sorting``), cut into 4 chains advanced as one
+  batch, each solve starting from the previous solution of its chain (the ablation of warm starts);
 - ``pcg-jacobi-chains`` / ``pcg-mg-chains``: CG along the 4 chains of the rows below, natural
   order, zero start, no recycling: the non-recycled baselines with the chained rows' batching
   (batches of 4), so that the time ratios printed under each table isolate what SKR adds;
@@ -41,11 +41,11 @@ import scipy.sparse.linalg as spla
 import torch
 from ratios import print_speedups
 
-from datagen.chains import solve_chains
-from datagen.darcy import assemble, darcy_preconditioner, darcy_system
-from datagen.fields import gaussian_random_field, sample_seed
-from datagen.krylov import pcg
-from datagen.sorting import sort_fields
+from datagen.core.fields import gaussian_random_field, sample_seed
+from datagen.linalg.chains import solve_chains
+from datagen.linalg.krylov import pcg
+from datagen.linalg.sorting import sort_fields
+from datagen.problems.darcy.physics import assemble, darcy_preconditioner, darcy_system
 
 TOL = 1e-8
 # (row, its non-recycled baseline on the same chains): the paper's speed-up, GMRES / SKR time
@@ -141,7 +141,7 @@ def ours_chains(
     recycle: int,
 ):
     """Solve along ``chains`` contiguous chains of the (sorted) order, one batch per step
-    (:func:`datagen.chains.solve_chains`).
+    (:func:`datagen.linalg.chains.solve_chains`).
 
     Each step's batch holds the next system of every chain; a system may start from the
     previous solution of its chain (``warm``) and be deflated by the Ritz vectors of the

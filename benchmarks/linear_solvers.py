@@ -1,9 +1,9 @@
 """Seconds per Helmholtz system: SuperLU, SciPy gcrotmk and our Krylov solvers, in one run.
 
-Same systems for every solver: ``N`` wave numbers ``k = k0 (1 + 0.2 tanh(GRF))`` per size (k0
-chosen for ``--ppw`` points per shortest wavelength), a Gaussian source, the absorbing boundary
-of :mod:`datagen.helmholtz`; every result must reach the true relative residual 1e-8 (the worst
-one is reported).
+Same systems for every solver: ``N`` wave numbers ``k = k0 (1 + 0.2 tanh(GRF))`` per size (k0 chosen
+for ``--ppw`` points per shortest wavelength), a Gaussian source, the absorbing boundary of
+:mod:`datagen.problems.helmholtz.physics`; every result must reach the true relative residual 1e-8
+(the worst one is reported).
 
 - ``superlu``: SciPy SuperLU per system (matrix assembled outside the timer);
 - ``gcrotmk``: SciPy GCROT(m, k) with its recycled subspace carried from system to system,
@@ -36,10 +36,11 @@ import scipy.sparse.linalg as spla
 import torch
 from ratios import print_speedups
 
-from datagen.chains import solve_chains
-from datagen.fields import gaussian_random_field, sample_seed
-from datagen.gcrodr import gcrodr
-from datagen.helmholtz import (
+from datagen.core.fields import gaussian_random_field, sample_seed
+from datagen.linalg.chains import solve_chains
+from datagen.linalg.gcrodr import gcrodr
+from datagen.linalg.sorting import sort_fields
+from datagen.problems.helmholtz.physics import (
     HelmholtzOperator,
     assemble,
     gaussian_source,
@@ -47,7 +48,6 @@ from datagen.helmholtz import (
     shifted_laplace_multigrid,
     wavenumber,
 )
-from datagen.sorting import sort_fields
 
 TOL = 1e-8
 MAXITER = 3000
@@ -102,7 +102,7 @@ def peer_gcrotmk(matrices, rhs, k, restart: int, recycle: int, shift: float):
 
 
 def ours(k, rhs, chains: int, sort: bool, warm: bool, restart: int, recycle: int, shift: float):
-    """Our GCRO-DR / GMRES + V-cycle along chains (:func:`datagen.chains.solve_chains`)."""
+    """Our GCRO-DR / GMRES + V-cycle along chains (:func:`datagen.linalg.chains.solve_chains`)."""
     order = sort_fields(k, method="greedy") if sort else np.arange(len(k))
     start = time.perf_counter()
 

@@ -1,9 +1,9 @@
 """Convergence factor of the Darcy V-cycle: operator-dependent against bilinear interpolation.
 
-The V-cycle of :class:`datagen.multigrid.Multigrid` (damped Jacobi, 2 + 2 sweeps, Galerkin
+The V-cycle of :class:`datagen.linalg.multigrid.Multigrid` (damped Jacobi, 2 + 2 sweeps, Galerkin
 coarse operators) used as a stationary solver, ``x <- x + M^{-1} (b - A x)``, from a random
 error: the energy-norm reduction per cycle over cycles 11-20
-(:func:`datagen.multigrid.convergence_factor`), smallest and largest over the samples, on the
+(:func:`datagen.linalg.multigrid.convergence_factor`), smallest and largest over the samples, on the
 coefficients of ``benchmarks/darcy_solvers.py`` (piecewise 12 / 3 and lognormal).
 
 Usage: python benchmarks/multigrid_factor.py [--sizes 33 65 129 257] [--samples 8]
@@ -17,8 +17,8 @@ import platform
 import torch
 from darcy_solvers import coefficients
 
-from datagen.darcy import DarcyOperator
-from datagen.multigrid import Multigrid, convergence_factor
+from datagen.linalg.multigrid import Multigrid, convergence_factor
+from datagen.problems.darcy.physics import DarcyOperator
 
 
 def main() -> None:

@@ -9,13 +9,13 @@ both. Reports trajectory-steps per second (batch x steps / seconds, median of re
 speed-up (median of the per-repeat ratios) and the relative difference of the two solvers' final
 states (a check that both solve the same thing).
 
-Ours steps the pruned spectrum (``datagen.navier_stokes.Pruned``: the modes the 2/3 rule keeps)
-with the Basdevant form of the advection (two inverse and two forward pruned real FFTs per
-evaluation); torch-cfd steps the full real-FFT spectrum with the advective form (four inverse and
-one forward 2-D real FFT per evaluation, plus one of the unbatched forcing). Both are the same
-Galerkin-truncated system. With ``--precision float64`` torch-cfd still builds its wavenumbers
-and forcing in float32 (its state and arithmetic are float64), so the final states then differ
-by ~1e-6 rather than by round-off.
+Ours steps the pruned spectrum (``datagen.problems.navier_stokes.physics.Pruned``: the modes the 2/3
+rule keeps) with the Basdevant form of the advection (two inverse and two forward pruned real FFTs
+per evaluation); torch-cfd steps the full real-FFT spectrum with the advective form (four inverse
+and one forward 2-D real FFT per evaluation, plus one of the unbatched forcing). Both are the same
+Galerkin-truncated system. With ``--precision float64`` torch-cfd still builds its wavenumbers and
+forcing in float32 (its state and arithmetic are float64), so the final states then differ by ~1e-6
+rather than by round-off.
 
     python benchmarks/navier_stokes.py [--device cpu|cuda] [--sizes 64 256] [--batch 16]
         [--steps 200] [--dt 1e-3] [--repeats 5] [--threads N] [--precision float32] [--estimate]
@@ -34,9 +34,9 @@ import time
 
 import torch
 
-from datagen import navier_stokes as ns
-from datagen.fields import gaussian_random_field
-from datagen.memory import retain_freed_memory
+from datagen.core.fields import gaussian_random_field
+from datagen.core.memory import retain_freed_memory
+from datagen.problems.navier_stokes import physics as ns
 
 
 def initial_state(n: int, batch: int, dtype: torch.dtype, device: str) -> torch.Tensor:
@@ -49,7 +49,8 @@ def initial_state(n: int, batch: int, dtype: torch.dtype, device: str) -> torch.
 
 
 def ours(w: torch.Tensor, steps: int, dt: float) -> torch.Tensor:
-    """What ``datagen.navier_stokes.simulate`` does between two records (Heun / CN)."""
+    """What ``datagen.problems.navier_stokes.physics.simulate`` does between two records
+    (Heun / CN)."""
     n = w.shape[-1]
     grid = ns.pruned_grid(n, w.dtype, w.device)
     lin = ns.linear_symbol(grid, 1e-3)

@@ -7,7 +7,7 @@ super-resolution row, also at the solve grid; ``--train / --valid / --test`` tra
 The models: ``configs/train/ns_{sfno,sfno_lowrank,sfno_monarch,fno3d}_small.yaml`` (10 frames in,
 10 out; the same widths, layers, optimizer settings and batch size), each for ``--epochs``
 epochs in its own process (peak memory is its own). All are evaluated on the same test split
-by ``opsolve.compare.compare_runs``: relative space-time (Bochner) L2 and H1, parameters,
+by ``opsolve.eval.compare.compare_runs``: relative space-time (Bochner) L2 and H1, parameters,
 seconds per epoch, peak memory, and each model's L2 over FNO-3D's. ``--set KEY=VALUE ...``
 overrides every model's config (e.g. ``model.params.width=20``, the paper's SFNO width; the
 low-rank config asks for a quarter of the dense parameters, so its rank follows the width), and
@@ -41,9 +41,9 @@ def generate_data(
 ) -> Path:
     """The shared dataset at ``store`` (and ``OUT_<resolution>`` at the solve grid); one
     already there with every split file is used as it is."""
+    from datagen.core.schema import split_file
     from datagen.generate import generate
-    from datagen.schema import split_file
-    from datagen.spec import load_generation_config
+    from datagen.problems.registry import load_generation_config
 
     fine = out.with_name(f"{out.name}_{resolution}")
     wanted = [split for split, n in counts.items() if n]
@@ -67,7 +67,7 @@ def generate_data(
 
 def refinement_rows(run: Path, fine: Path, steps: int, limit: int, device: str) -> dict[str, dict]:
     """Refine ``run`` per test trajectory on its own grid and on the fine dataset."""
-    from opsolve.refine import refine_run
+    from opsolve.eval.refine import refine_run
 
     rows = {}
     for grid, extra in (("training grid", []), ("solve grid", [f"refine.data={fine}"])):
@@ -117,7 +117,7 @@ def main() -> None:
     data = generate_data(args.out / "data", args.resolution, args.store, counts, args.datagen_set)
     fine = data.with_name(f"{data.name}_{args.resolution}")
 
-    from opsolve.compare import compare_runs
+    from opsolve.eval.compare import compare_runs
 
     runs, costs = {}, {}
     for model in args.models:

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 _TRAIN_AND_MEASURE = (
     "import json, resource, sys, torch\n"
-    "from datagen.errors import UserError\n"
+    "from datagen.core.errors import UserError\n"
     "from opsolve.train.config import load_train_config\n"
     "from opsolve.train.trainer import train\n"
     "try:\n"
@@ -65,7 +65,7 @@ def train_in_child(config: Path, overrides: list[str]) -> dict:
 
 def run(main) -> None:
     """Run a benchmark's ``main``; bad input (a :class:`UserError`) ends it with one line."""
-    from datagen.errors import UserError
+    from datagen.core.errors import UserError
 
     try:
         main()
@@ -74,7 +74,7 @@ def run(main) -> None:
 
 
 def table(name: str, rows: dict[str, dict], reference: str) -> str:
-    """Markdown table of comparison rows (``opsolve.compare``) with peak memory and each
+    """Markdown table of comparison rows (``opsolve.eval.compare``) with peak memory and each
     model's test L2 over the ``reference`` model's."""
     ref = rows.get(reference, {}).get("relative_l2")
     lines = [

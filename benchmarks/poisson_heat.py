@@ -17,7 +17,7 @@ SuperLU's (the worst relative difference of the final state is reported).
   step (the strongest direct peer);
 - ``pyamg``: one hierarchy per trajectory, CG per step from the previous state to 1e-8;
 - ``ours``: all trajectories as one batch through CG with our multigrid V-cycle, warm-started
-  (``datagen.heat.simulate``, what ``datagen generate`` runs).
+  (``datagen.problems.heat.physics.simulate``, what ``datagen generate`` runs).
 
 Usage: python benchmarks/poisson_heat.py [--sizes 129 257 513] [--samples 16]
        [--heat-sizes 129 257] [--trajectories 8] [--steps 20]
@@ -34,10 +34,15 @@ import pyamg
 import scipy.sparse.linalg as spla
 import torch
 
-from datagen.darcy import assemble
-from datagen.fields import gaussian_random_field, sample_seed
-from datagen.heat import THETA, simulate, step_matrix
-from datagen.poisson import SharedFactor, dst_solve, lifted_load, relative_residuals
+from datagen.core.fields import gaussian_random_field, sample_seed
+from datagen.problems.darcy.physics import assemble
+from datagen.problems.heat.physics import THETA, simulate, step_matrix
+from datagen.problems.poisson.physics import (
+    SharedFactor,
+    dst_solve,
+    lifted_load,
+    relative_residuals,
+)
 
 DT = 1e-4
 

@@ -6,16 +6,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from datagen.errors import SolverFailure, UserError
+from datagen.core.commands import Failure, parse_command_line, run_command
+from datagen.core.errors import SolverFailure, UserError
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from datagen.spec import load_generation_config
+    from datagen.problems.registry import load_generation_config
 
     overrides = list(args.overrides) + (["output.overwrite=true"] if args.overwrite else [])
     cfg = load_generation_config(args.config, overrides)  # fails fast, before heavy imports
+    from datagen.core.memory import retain_freed_memory
     from datagen.generate import generate
-    from datagen.memory import retain_freed_memory
 
     retain_freed_memory()
 
@@ -34,7 +35,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from datagen.schema import dataset_files
+    from datagen.core.schema import dataset_files
     from datagen.verify import verify_file
 
     failed = 0
@@ -52,23 +53,21 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from datagen.plots import plot_samples, plot_trajectories
-    from datagen.schema import TRAJECTORY_FORMAT, dataset_files
+    from datagen.core.schema import check_schema, dataset_files, open_dataset_file
+    from datagen.plots import plot_file
+    from datagen.problems.registry import get_problem
     from datagen.verify import describe_file
 
     files = dataset_files(args.path)
     for path in files:
         print(describe_file(path))
     if args.figure:
-        from datagen.schema import check_schema, open_dataset_file
-
         with open_dataset_file(files[0]) as f:
             problems = check_schema(f)
+            name = f.attrs.get("problem")
         if problems:
             raise UserError(f"{files[0]}: cannot plot a file of another schema ({problems[0]})")
-        with open_dataset_file(files[0]) as f:
-            trajectories = f.attrs["opsolve_format"] == TRAJECTORY_FORMAT
-        plot = plot_trajectories if trajectories else plot_samples
+        plot = get_problem(name, f"{files[0]}: problem").figure or plot_file
         out = plot(files[0], args.figure, count=args.count)
         print(f"figure of {args.count} samples of {files[0].name} saved to {out}")
     return 0
@@ -110,29 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: user errors are one line on stderr and exit status 2."""
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    # Overrides may come after options (``--overwrite resolution=85``): collect them too.
-    if (
-        extra
-        and args.command == "generate"
-        and all("=" in e and not e.startswith("-") for e in extra)
-    ):
-        args.overrides = [*args.overrides, *extra]
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    try:
-        return args.run(args)
-    except UserError as err:
-        print(f"datagen: error: {err}", file=sys.stderr)
-        return 2
-    except SolverFailure as err:
-        print(f"datagen: solve failed: {err}; finished samples are kept", file=sys.stderr)
-        return 3
-    except KeyboardInterrupt:
-        print("datagen: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+    """Entry point: user errors are one line on stderr and exit status 2; a failed solve is
+    one line and exit status 3 (finished samples kept)."""
+    args = parse_command_line(build_parser(), argv, with_overrides=("generate",))
+    solve_failed = Failure(SolverFailure, 3, "solve failed", "; finished samples are kept")
+    return run_command("datagen", lambda: args.run(args), failures=[solve_failed])
 
 
 if __name__ == "__main__":

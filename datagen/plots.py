@@ -1,4 +1,9 @@
-"""Figures of dataset samples."""
+"""Figures of dataset files (``datagen info --figure``) that fit any problem.
+
+:func:`plot_file` draws a steady file's samples (:func:`plot_samples`) or a trajectory file's
+records (:func:`plot_records`); a problem with a figure of its own (``figures.py`` in its
+package, e.g. Navier-Stokes with its energy and enstrophy) is drawn by that instead.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from datagen.schema import open_dataset_file  # noqa: E402
+from datagen.core.schema import TRAJECTORY_FORMAT, open_dataset_file  # noqa: E402
 
 
 def plot_samples(path: str | Path, out: str | Path, count: int = 4) -> Path:
@@ -45,66 +50,41 @@ def plot_samples(path: str | Path, out: str | Path, count: int = 4) -> Path:
     return out
 
 
-def plot_trajectories(
-    path: str | Path, out: str | Path, count: int = 3, snapshots: int = 5
-) -> Path:
-    """Vorticity snapshots of the first ``count`` trajectories, and energy / enstrophy in time.
+def plot_records(path: str | Path, out: str | Path, count: int = 3, snapshots: int = 5) -> Path:
+    """Records of the first ``count`` trajectories of a trajectory file, one row each.
 
-    Rows are trajectories, columns ``snapshots`` evenly spaced records (shared colour scale per
-    row); the last row plots ``E(t) = 1/2 <|u|^2>`` and ``Z(t) = 1/2 <w^2>`` of every
-    trajectory of the file (Parseval on the stored grid).
+    Columns are ``snapshots`` evenly spaced records of the first time-varying field, each on
+    its own colour scale (a decaying field stays visible), titled with the record time. Axes
+    as in :func:`plot_samples`.
     """
-    import torch
-
-    from datagen.navier_stokes import energy, enstrophy, spectral_grid, to_spectral
-
     out = Path(out)
     with open_dataset_file(path) as f:
-        ds = f["t0_fields"]["vorticity"]
+        fields = f["t0_fields"]
+        name = next(str(k) for k in fields.attrs["field_names"] if fields[k].attrs["time_varying"])
+        ds = fields[name]
         times = np.asarray(f["dimensions"]["time"][...], dtype=np.float64)
-        n = min(count, ds.shape[0])
+        n = min(count, int(f.attrs["n_trajectories"]))
         picks = np.unique(np.linspace(0, ds.shape[1] - 1, snapshots).round().astype(int))
-        grid = spectral_grid(ds.shape[-1])
-        e_curves, z_curves = [], []
-        for start in range(0, ds.shape[0], 16):
-            w_hat = to_spectral(torch.from_numpy(np.asarray(ds[start : start + 16], np.float64)))
-            flat = w_hat.flatten(0, 1)
-            e_curves.append(energy(flat, grid).reshape(w_hat.shape[:2]).numpy())
-            z_curves.append(enstrophy(flat, grid).reshape(w_hat.shape[:2]).numpy())
-        energies, enstrophies = np.concatenate(e_curves), np.concatenate(z_curves)
-        fig = plt.figure(figsize=(2.6 * len(picks), 2.5 * n + 3.0))
-        grid_spec = fig.add_gridspec(n + 1, len(picks), height_ratios=[1] * n + [1.2])
+        fig, axes = plt.subplots(n, len(picks), figsize=(2.6 * len(picks), 2.5 * n), squeeze=False)
         for row in range(n):
             frames = np.asarray(ds[row, picks])
-            limit = float(np.abs(frames).max())
             for col, j in enumerate(picks):
-                ax = fig.add_subplot(grid_spec[row, col])
-                image = ax.imshow(
-                    frames[col].T,
-                    origin="lower",
-                    extent=(0, 1, 0, 1),
-                    cmap="RdBu_r",
-                    vmin=-limit,
-                    vmax=limit,
-                )
+                ax = axes[row, col]
+                image = ax.imshow(frames[col].T, origin="lower", extent=(0, 1, 0, 1))
+                fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
                 ax.set_title(f"traj {row}, t = {times[j]:.3g}", fontsize=8)
                 ax.set_xticks([])
                 ax.set_yticks([])
-            fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-        half = max(len(picks) // 2, 1)
-        for slot, (values, label) in enumerate(
-            ((energies, "energy 1/2 <|u|^2>"), (enstrophies, "enstrophy 1/2 <w^2>"))
-        ):
-            span = slice(0, half) if slot == 0 else slice(half, len(picks))
-            ax = fig.add_subplot(grid_spec[n, span])
-            ax.plot(times, values.T, color="tab:blue", alpha=0.3, linewidth=0.8)
-            ax.plot(times, values.mean(0), color="black", linewidth=1.5, label="mean")
-            ax.set_xlabel("t")
-            ax.set_title(label, fontsize=9)
-            ax.legend(fontsize=8)
-        fig.suptitle(f"{f.attrs['dataset_name']} ({f.attrs.get('split', '')}), vorticity")
+        fig.suptitle(f"{f.attrs['dataset_name']} ({f.attrs.get('split', '')}), {name}")
         fig.tight_layout()
         out.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(out, dpi=110)
         plt.close(fig)
     return out
+
+
+def plot_file(path: str | Path, out: str | Path, count: int = 4) -> Path:
+    """:func:`plot_records` for a trajectory file, else :func:`plot_samples`."""
+    with open_dataset_file(path) as f:
+        trajectories = f.attrs.get("opsolve_format") == TRAJECTORY_FORMAT
+    return (plot_records if trajectories else plot_samples)(path, out, count=count)

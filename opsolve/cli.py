@@ -11,7 +11,9 @@ import argparse
 import os
 import sys
 
-from datagen.errors import UserError
+from datagen.core.commands import Failure, parse_command_line, run_command
+from datagen.core.config import DEVICES
+from datagen.core.schema import SPLITS
 
 
 def _rank() -> int:
@@ -39,7 +41,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from opsolve.evaluate import evaluate_run
+    from opsolve.eval.evaluate import evaluate_run
 
     report = evaluate_run(
         args.run,
@@ -71,7 +73,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _refine(args: argparse.Namespace) -> int:
-    from opsolve.refine import refine_run
+    from opsolve.eval.refine import refine_run
 
     report = refine_run(args.run, args.overrides, checkpoint=args.checkpoint, device=args.device)
     s = report["summary"]
@@ -90,7 +92,7 @@ def _refine(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from opsolve.compare import compare_runs
+    from opsolve.eval.compare import compare_runs
 
     result = compare_runs(
         args.runs, args.out, data=args.data, split=args.split, samples=args.samples
@@ -125,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("run", help="run directory (output.dir of a training)")
     ev.add_argument("--data", help="dataset directory (default: the training data)")
-    ev.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    ev.add_argument("--split", default="test", choices=SPLITS)
     ev.add_argument(
         "--subsample",
         type=int,
@@ -134,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", default="best", choices=["best", "last", "refined"])
     ev.add_argument("--batch-size", type=int, default=8)
     ev.add_argument("--figures", type=int, default=4, help="samples drawn (default 4)")
-    ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ev.add_argument("--device", default="auto", choices=DEVICES)
     ev.add_argument(
         "--horizon", type=int, help="trajectory runs: output steps (default: the trained ones)"
     )
@@ -157,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides", nargs="*", metavar="refine.key=value", help="e.g. refine.steps=100"
     )
     rf.add_argument("--checkpoint", default="best", choices=["best", "last"])
-    rf.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    rf.add_argument("--device", default="auto", choices=DEVICES)
     rf.set_defaults(handler=_refine)
     cp = sub.add_parser(
         "compare",
@@ -168,45 +170,25 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("runs", nargs="+", help="run directories")
     cp.add_argument("--out", required=True, help="folder for the table and figures")
     cp.add_argument("--data", help="dataset directory (default: the first run's training data)")
-    cp.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    cp.add_argument("--split", default="test", choices=SPLITS)
     cp.add_argument("--samples", type=int, default=2, help="samples drawn (default 2)")
     cp.set_defaults(handler=_compare)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: user errors are one line on stderr and exit status 2."""
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    # Overrides may come after options (``--resume epochs=20``): collect them too.
-    if (
-        extra
-        and args.command in ("train", "refine")
-        and all("=" in e and not e.startswith("-") for e in extra)
-    ):
-        args.overrides = [*args.overrides, *extra]
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    """Entry point: user errors are one line on stderr and exit status 2, a diverged training
+    one line and exit status 3; under ``torchrun`` only rank 0 prints them."""
+    args = parse_command_line(build_parser(), argv, with_overrides=("train", "refine"))
     from opsolve.train.errors import TrainingDiverged
 
-    try:
-        return args.handler(args)
-    except UserError as err:
-        if _rank() == 0:
-            print(f"opsolve: error: {err}", file=sys.stderr)
-        return 2
-    except TrainingDiverged as err:
-        if _rank() == 0:
-            print(f"opsolve: training diverged: {err}", file=sys.stderr)
-        return 3
-    except BrokenPipeError:  # output piped into a closed reader (``| head``): end quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
-    except KeyboardInterrupt:
-        print(
-            "opsolve: interrupted; run the same command with --resume to continue", file=sys.stderr
-        )
-        return 130
+    return run_command(
+        "opsolve",
+        lambda: args.handler(args),
+        failures=[Failure(TrainingDiverged, 3, "training diverged")],
+        interrupted="run the same command with --resume to continue",
+        speak=_rank() == 0,
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,9 @@
-"""Torch datasets over ``datagen`` dataset files (format: :mod:`datagen.schema`)."""
+"""Torch datasets over ``datagen`` dataset files (format: :mod:`datagen.core.schema`).
+
+:class:`SteadyDataset` gives samples (``x`` inputs, ``y`` outputs, channels first),
+:class:`TrajectoryDataset` windows of trajectories; :func:`open_split` and
+:func:`open_windows` open a split in physical units for training and evaluation.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from datagen.errors import UserError
-from datagen.schema import (
+from datagen.core.errors import UserError
+from datagen.core.schema import (
     FORMAT,
     SPLITS,
     TRAJECTORY_FORMAT,
@@ -22,6 +27,7 @@ from datagen.schema import (
     split_file,
     write_stats,
 )
+from opsolve.residual import Physics, read_physics
 
 
 class SteadyDataset(Dataset):
@@ -136,7 +142,7 @@ class TrajectoryDataset(Dataset):
 
     ``ds[i]`` is ``{"x": (input_steps, s', s'), "y": (output_steps, s', s')}`` (float32,
     frames as channels: the FNO-2D-in-time convention; a space-time model adds its own axis),
-    from a :data:`datagen.schema.TRAJECTORY_FORMAT` file (e.g. Navier-Stokes vorticity).
+    from a :data:`datagen.core.schema.TRAJECTORY_FORMAT` file (e.g. Navier-Stokes vorticity).
     Window ``i`` of trajectory ``k`` starts at record ``i * stride``; a trajectory of ``R``
     records gives ``(R - input_steps - output_steps) // stride + 1`` windows. The FNO protocol
     is ``input_steps=10, output_steps=T - 10`` with one window per trajectory (``stride`` large).
@@ -278,10 +284,92 @@ def load_statistics(root: str | Path) -> dict:
     return stats
 
 
+def grid_spacing(ds: SteadyDataset) -> float:
+    """Grid step of the subsampled nodes, from the file's ``dimensions/x``."""
+    with open_dataset_file(ds.path) as f:
+        x = np.asarray(f["dimensions"]["x"][:], dtype=np.float64)
+    if x.size < 2:
+        return 1.0
+    return float(x[min(ds.subsample, x.size - 1)] - x[0])
+
+
+def _dataset_dir(root: str | Path) -> Path:
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"data.root: dataset directory {root} does not exist")
+    return root
+
+
+def _nonempty(ds: SteadyDataset | TrajectoryDataset, split: str, items: str):
+    if len(ds) == 0:
+        raise UserError(f"{ds.path}: the {split} split has no {items}")
+    return ds
+
+
+def open_split(
+    root: str | Path,
+    split: str,
+    subsample: int,
+    inputs: list[str] | None,
+    outputs: list[str] | None,
+    limit: int | None,
+) -> SteadyDataset:
+    """A split as raw (physical) samples; normalization is the model wrapper's business."""
+    ds = SteadyDataset(
+        _dataset_dir(root),
+        split,
+        subsample=subsample,
+        inputs=inputs,
+        outputs=outputs,
+        normalize_inputs=False,
+        normalize_outputs=False,
+        limit=limit,
+    )
+    return _nonempty(ds, split, "samples")
+
+
+def open_windows(
+    root: str | Path,
+    split: str,
+    *,
+    input_steps: int,
+    output_steps: int,
+    stride: int,
+    field: str,
+    subsample: int,
+    limit: int | None = None,
+) -> TrajectoryDataset:
+    """A split of a trajectory dataset as windows in physical units."""
+    ds = TrajectoryDataset(
+        _dataset_dir(root),
+        split,
+        input_steps=input_steps,
+        output_steps=output_steps,
+        stride=stride,
+        subsample=subsample,
+        field=field,
+        normalize=False,
+        limit=limit,
+    )
+    return _nonempty(ds, split, "windows")
+
+
+def split_physics(ds: TrajectoryDataset) -> Physics | None:
+    """The Navier-Stokes physics of a trajectory split on its (subsampled) grid, else None."""
+    with open_dataset_file(ds.path) as f:
+        if f.attrs.get("problem") != "navier_stokes":
+            return None
+    return read_physics(ds.path).on_grid(ds.resolution)
+
+
 __all__ = [
     "SteadyDataset",
     "TrajectoryDataset",
     "dataset_kind",
+    "grid_spacing",
     "load_statistics",
+    "open_split",
+    "open_windows",
     "split_file",
+    "split_physics",
 ]

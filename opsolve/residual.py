@@ -1,16 +1,16 @@
 """The vorticity-equation residual of a predicted trajectory and its negative Sobolev norm.
 
 For ``w_t + u . grad w = nu Laplace w - mu w + f`` on the unit torus (the equation of
-:mod:`datagen.navier_stokes`), the residual of a trajectory ``w(t_j)`` is
+:mod:`datagen.problems.navier_stokes.physics`), the residual of a trajectory ``w(t_j)`` is
 
     r_{j+1/2} = D_t w_{j+1/2} - I (-u . grad w + nu Laplace w - mu w + f)_{j+1/2},
 
-at the midpoints between records, with the time derivative ``D_t`` taken from the trajectory
-itself: fourth-order staggered differences of the frames and fourth-order interpolation ``I``
-of the spatial terms, which are spectral with the 2/3 rule on the frames' grid
-(:func:`datagen.navier_stokes.residual`, reused here). Centred differences would leave a
-record-to-record alternating error nearly invisible, and refinement on such a residual drifts
-into it (measured: see ``benchmarks/RESULTS.md``); the staggered stencil sees it. Its
+at the midpoints between records, with the time derivative ``D_t`` taken from the trajectory itself:
+fourth-order staggered differences of the frames and fourth-order interpolation ``I`` of the spatial
+terms, which are spectral with the 2/3 rule on the frames' grid
+(:func:`datagen.problems.navier_stokes.physics.residual`, reused here). Centred differences would
+leave a record-to-record alternating error nearly invisible, and refinement on such a residual
+drifts into it (measured: see ``benchmarks/RESULTS.md``); the staggered stencil sees it. Its
 ``L^2(0, T; H^-1)`` norm is the functional a posteriori error estimator of the Spectral-Refiner
 (Cao, Brarda, Li, Xi, ICLR 2025). The paper's public code takes ``D_t`` from a tiny solver step
 started at the prediction instead, which does not test whether the predicted trajectory itself
@@ -28,8 +28,8 @@ import h5py
 import numpy as np
 import torch
 
-from datagen.errors import UserError
-from datagen.navier_stokes import interpolate, residual, truncate
+from datagen.core.errors import UserError
+from datagen.problems.navier_stokes.physics import interpolate, residual, truncate
 from opsolve.norms import bochner_norm
 
 # Input frames put before a prediction: the first predicted interval then has a centred stencil.

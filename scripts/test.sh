@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/ruff check opsolve datagen tests benchmarks
+.venv/bin/ruff check opsolve datagen tests benchmarks scripts
 .venv/bin/python -m pytest -q "$@"

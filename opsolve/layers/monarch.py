@@ -32,8 +32,6 @@ import math
 import torch
 from torch import nn
 
-from datagen.errors import UserError
-
 NORMS = ("backward", "forward", "ortho")
 
 
@@ -60,12 +58,12 @@ def default_monarch_blocks(n_in: int, n_out: int) -> int:
 
 
 def check_monarch_blocks(n_in: int, n_out: int, blocks: int) -> None:
-    """Raise :class:`UserError` unless ``blocks`` divides both ``n_in`` and ``n_out``."""
+    """Raise ``ValueError`` unless ``blocks`` divides both ``n_in`` and ``n_out``."""
     if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 1:
-        raise UserError(f"monarch blocks must be a positive integer, got {blocks!r}")
+        raise ValueError(f"monarch blocks must be a positive integer, got {blocks!r}")
     if n_in % blocks or n_out % blocks:
         allowed = ", ".join(map(str, divisors(math.gcd(n_in, n_out))))
-        raise UserError(
+        raise ValueError(
             f"monarch blocks={blocks} does not divide the channels (in={n_in}, out={n_out}); "
             f"allowed: {allowed}"
         )
@@ -183,7 +181,7 @@ def dft_monarch_factors(
         ``L`` ``(q, p, p)``, ``R`` ``(p, q, q)`` (complex128) and the permutation ``(n,)``.
     """
     if norm not in NORMS:
-        raise UserError(f"unknown DFT norm {norm!r}; allowed: {', '.join(NORMS)}")
+        raise ValueError(f"unknown DFT norm {norm!r}; allowed: {', '.join(NORMS)}")
     p, q = balanced_factor(n)
     sign = 1 if inverse else -1
     j1 = torch.arange(p).view(p, 1, 1)
@@ -225,7 +223,7 @@ class MonarchDFT(nn.Module):
     ) -> None:
         super().__init__()
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise UserError(f"MonarchDFT size must be a positive integer, got {n!r}")
+            raise ValueError(f"MonarchDFT size must be a positive integer, got {n!r}")
         left, right, perm = dft_monarch_factors(n, inverse=inverse, norm=norm)
         self.n, self.inverse, self.norm = n, inverse, norm
         self.p, self.q = balanced_factor(n)
@@ -240,7 +238,7 @@ class MonarchDFT(nn.Module):
     def forward(self, x: torch.Tensor, dim: int = -1) -> torch.Tensor:
         """Transform ``x`` (real or complex, any shape with ``x.shape[dim] == n``) along ``dim``."""
         if x.shape[dim] != self.n:
-            raise UserError(
+            raise ValueError(
                 f"MonarchDFT of size {self.n} got an axis of size {x.shape[dim]} (dim={dim})"
             )
         left, right = self.factors()

@@ -45,16 +45,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from datagen.errors import UserError
-
 PADDING_MODES = ("zeros", "circular", "reflect", "replicate")
 """Boundary treatments, as ``torch.nn.Conv2d`` spells them."""
 
 
 def check_padding_mode(padding_mode: str) -> str:
-    """Return ``padding_mode`` if it is one of :data:`PADDING_MODES`, else raise UserError."""
+    """Return ``padding_mode`` if it is one of :data:`PADDING_MODES`, else raise ValueError."""
     if padding_mode not in PADDING_MODES:
-        raise UserError(
+        raise ValueError(
             f"padding_mode must be one of {', '.join(PADDING_MODES)}; got {padding_mode!r}"
         )
     return padding_mode
@@ -74,17 +72,17 @@ def level_sizes(size: int, levels: int) -> list[int]:
 
 
 def check_grid_input(x: Tensor, channels: int, levels: int, name: str) -> None:
-    """Raise UserError unless ``x`` is a float ``(batch, channels, H, W)`` tensor on a grid with
+    """Raise ValueError unless ``x`` is a float ``(batch, channels, H, W)`` tensor on a grid with
     at least :func:`min_grid_size` nodes per axis."""
     if not isinstance(x, Tensor) or x.ndim != 4 or x.shape[1] != channels:
         got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise UserError(f"{name} expects input (batch, {channels}, H, W); got {got}")
+        raise ValueError(f"{name} expects input (batch, {channels}, H, W); got {got}")
     if not torch.is_floating_point(x):
-        raise UserError(f"{name} expects a floating-point tensor; got {x.dtype}")
+        raise ValueError(f"{name} expects a floating-point tensor; got {x.dtype}")
     need = min_grid_size(levels)
     height, width = x.shape[-2:]
     if min(height, width) < need:
-        raise UserError(
+        raise ValueError(
             f"{name} with levels={levels} needs H and W >= {need} (2 nodes on the coarsest "
             f"grid); got {height} x {width}"
         )
@@ -97,20 +95,20 @@ def default_smoothing(levels: int) -> list[int]:
 
 def _check_count(name: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise UserError(f"{name} must be an integer >= {minimum}; got {value!r}")
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
     return value
 
 
 def _check_steps(name: str, steps: Sequence[int], levels: int) -> tuple[int, ...]:
     if isinstance(steps, (str, bytes)) or not isinstance(steps, Sequence):
-        raise UserError(f"{name} must be a list of {levels} step counts; got {steps!r}")
+        raise ValueError(f"{name} must be a list of {levels} step counts; got {steps!r}")
     if len(steps) != levels:
-        raise UserError(
+        raise ValueError(
             f"{name} must have one entry per level ({levels}); got {len(steps)}: {list(steps)}"
         )
     for step in steps:
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-            raise UserError(f"{name} entries must be integers >= 0; got {list(steps)}")
+            raise ValueError(f"{name} entries must be integers >= 0; got {list(steps)}")
     return tuple(steps)
 
 
@@ -269,12 +267,12 @@ class VCycle(nn.Module):
             post_smoothing = (0,) * levels
         self.post_smoothing = _check_steps("post_smoothing", post_smoothing, levels)
         if self.pre_smoothing[0] < 1:
-            raise UserError(
+            raise ValueError(
                 "smoothing needs at least 1 step at the finest level (u = S(f)); "
                 f"got {list(self.pre_smoothing)}"
             )
         if self.post_smoothing[-1] != 0:
-            raise UserError(
+            raise ValueError(
                 "post_smoothing must be 0 at the coarsest level (nothing comes back up to it); "
                 f"got {list(self.post_smoothing)}"
             )

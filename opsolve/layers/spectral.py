@@ -51,7 +51,6 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from datagen.errors import UserError
 from opsolve.layers.monarch import (
     MonarchDFT,
     check_monarch_blocks,
@@ -84,7 +83,7 @@ def _store(param: nn.Parameter, value: torch.Tensor) -> None:
 def _check_dense(weight: torch.Tensor, in_channels: int, out_channels: int, kept: tuple) -> None:
     expected = (in_channels, out_channels, *kept)
     if tuple(weight.shape) != expected:
-        raise UserError(f"dense weight must have shape {expected}, got {tuple(weight.shape)}")
+        raise ValueError(f"dense weight must have shape {expected}, got {tuple(weight.shape)}")
 
 
 class DenseMixer(nn.Module):
@@ -245,14 +244,14 @@ def resolve_rank(in_channels: int, out_channels: int, rank: int | float | None) 
     if rank is None:
         rank = 0.25
     if isinstance(rank, bool) or not isinstance(rank, (int, float)):
-        raise UserError(f"low_rank rank must be an int or a float fraction, got {rank!r}")
+        raise ValueError(f"low_rank rank must be an int or a float fraction, got {rank!r}")
     if isinstance(rank, float):
         if not 0.0 < rank <= 1.0:
-            raise UserError(f"low_rank rank fraction must be in (0, 1], got {rank}")
+            raise ValueError(f"low_rank rank fraction must be in (0, 1], got {rank}")
         r = round(rank * in_channels * out_channels / (in_channels + out_channels))
         return min(max(r, 1), full)
     if not 1 <= rank <= full:
-        raise UserError(f"low_rank rank={rank} out of range; allowed: 1 .. min(in, out) = {full}")
+        raise ValueError(f"low_rank rank={rank} out of range; allowed: 1 .. min(in, out) = {full}")
     return rank
 
 
@@ -275,13 +274,13 @@ def make_mixer(
         b = default_monarch_blocks(in_channels, out_channels) if blocks is None else blocks
         check_monarch_blocks(in_channels, out_channels, b)
         return MonarchMixer(in_channels, out_channels, kept, b)
-    raise UserError(f"unknown spectral weight {weight!r}; allowed: {', '.join(MIXERS)}")
+    raise ValueError(f"unknown spectral weight {weight!r}; allowed: {', '.join(MIXERS)}")
 
 
 def _normalize_modes(modes: int | Sequence[int]) -> tuple[int, ...]:
     modes_t = (modes,) if isinstance(modes, int) else tuple(modes)
     if not modes_t or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in modes_t):
-        raise UserError(f"modes must be positive integers (one per axis), got {modes!r}")
+        raise ValueError(f"modes must be positive integers (one per axis), got {modes!r}")
     return modes_t
 
 
@@ -291,13 +290,13 @@ def kept_shape(modes: Sequence[int]) -> tuple[int, ...]:
 
 
 def check_modes(modes: Sequence[int], sizes: Sequence[int], what: str = "input") -> None:
-    """Raise :class:`UserError` unless ``2 m <= n`` (non-last axes) and ``m <= n // 2 + 1``."""
+    """Raise ``ValueError`` unless ``2 m <= n`` (non-last axes) and ``m <= n // 2 + 1``."""
     for axis, (m, n) in enumerate(zip(modes, sizes, strict=True)):
         last = axis == len(modes) - 1
         limit = n // 2 + 1 if last else n // 2
         if m > limit:
             rule = "m <= n//2+1 on the last axis" if last else "2*m <= n on non-last axes"
-            raise UserError(
+            raise ValueError(
                 f"modes={tuple(modes)} too large for {what} grid {tuple(sizes)}: axis {axis} "
                 f"(n={n}) allows at most {limit} modes ({rule})"
             )
@@ -366,7 +365,7 @@ class SpectralConv(nn.Module):
         if transform == "monarch":
             self._build_monarch_transforms(grid)
         elif transform != "fft":
-            raise UserError(f"unknown transform {transform!r}; allowed: {', '.join(TRANSFORMS)}")
+            raise ValueError(f"unknown transform {transform!r}; allowed: {', '.join(TRANSFORMS)}")
 
     @property
     def ndim(self) -> int:
@@ -378,16 +377,16 @@ class SpectralConv(nn.Module):
             return None
         out = tuple(out_size)
         if len(out) != self.ndim or any(n is not None and n < 1 for n in out):
-            raise UserError(
+            raise ValueError(
                 f"out_size must have {self.ndim} positive entries (or None), got {out_size!r}"
             )
         return out
 
     def _build_monarch_transforms(self, grid: Sequence[int] | None) -> None:
         if self.ndim < 2:
-            raise UserError("transform='monarch' needs at least 2 axes (the last axis uses rfft)")
+            raise ValueError("transform='monarch' needs at least 2 axes (the last axis uses rfft)")
         if grid is None or len(grid) != self.ndim:
-            raise UserError(f"transform='monarch' needs grid= with {self.ndim} sizes, got {grid}")
+            raise ValueError(f"transform='monarch' needs grid= with {self.ndim} sizes, got {grid}")
         self.grid = tuple(grid)
         out = self._output_sizes(self.grid, None)
         check_modes(self.modes, self.grid, "input")
@@ -404,12 +403,12 @@ class SpectralConv(nn.Module):
     def _check_input(self, x: torch.Tensor) -> tuple[int, ...]:
         if x.ndim != self.ndim + 2:
             axes = ", ".join(f"n{i + 1}" for i in range(self.ndim))
-            raise UserError(
+            raise ValueError(
                 f"SpectralConv over {self.ndim} axes expects input (batch, channels, {axes}) "
                 f"with {self.ndim + 2} dims, got shape {tuple(x.shape)}"
             )
         if x.shape[1] != self.in_channels:
-            raise UserError(
+            raise ValueError(
                 f"SpectralConv expects {self.in_channels} input channels, got {x.shape[1]}"
             )
         return tuple(x.shape[2:])
@@ -443,7 +442,7 @@ class SpectralConv(nn.Module):
         check_modes(self.modes, sizes, "input")
         check_modes(self.modes, out_sizes, "output")
         if self.grid is not None and (sizes != self.grid or out_sizes != self._fixed_out()):
-            raise UserError(
+            raise ValueError(
                 f"transform='monarch' was built for grid {self.grid} -> {self._fixed_out()}, "
                 f"got {sizes} -> {out_sizes}"
             )

@@ -19,7 +19,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from datagen.errors import UserError
 from opsolve.layers.spectral import check_modes
 
 
@@ -52,12 +51,14 @@ class FNO3dBaseline(nn.Module):
 
         modes_t = tuple(modes)
         if len(modes_t) != 3 or any(not isinstance(m, int) or m < 1 for m in modes_t):
-            raise UserError(f"modes must be three positive integers (m_x, m_y, m_t), got {modes!r}")
+            raise ValueError(
+                f"modes must be three positive integers (m_x, m_y, m_t), got {modes!r}"
+            )
         for key, value in (("input_steps", input_steps), ("output_steps", output_steps)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UserError(f"{key} must be an integer >= 1, got {value!r}")
+                raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
         if not 0.0 <= time_padding < 1.0:
-            raise UserError(f"time_padding must be in [0, 1), got {time_padding}")
+            raise ValueError(f"time_padding must be in [0, 1), got {time_padding}")
         fno.pop("in_channels", None)
         fno.pop("out_channels", None)
         self.modes, self.input_steps, self.output_steps = modes_t, input_steps, output_steps
@@ -84,7 +85,7 @@ class FNO3dBaseline(nn.Module):
     def forward(self, x: torch.Tensor, out_steps: int | None = None) -> torch.Tensor:
         """``(batch, T_in, x, y) -> (batch, T_out, x, y)``."""
         if x.dim() != 4 or x.shape[1] != self.input_steps:
-            raise UserError(
+            raise ValueError(
                 f"FNO3dBaseline expects (batch, {self.input_steps}, x, y), got {tuple(x.shape)}"
             )
         steps = out_steps or self.output_steps

@@ -33,7 +33,6 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from datagen.errors import UserError
 from opsolve.layers.multigrid import VCycle, check_grid_input, check_padding_mode
 
 VARIANTS = ("darcy", "navier_stokes")
@@ -161,19 +160,19 @@ class MgNO(nn.Module):
             ("levels", levels),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UserError(f"MgNO {name} must be an integer >= 1; got {value!r}")
+                raise ValueError(f"MgNO {name} must be an integer >= 1; got {value!r}")
         if variant not in VARIANTS:
-            raise UserError(f"MgNO variant must be one of {', '.join(VARIANTS)}; got {variant!r}")
+            raise ValueError(f"MgNO variant must be one of {', '.join(VARIANTS)}; got {variant!r}")
         if activation not in ACTIVATIONS:
-            raise UserError(
+            raise ValueError(
                 f"MgNO activation must be one of {', '.join(ACTIVATIONS)}; got {activation!r}"
             )
         check_padding_mode(padding_mode)
         for name, flag in (("bias", bias), ("residual_restriction", residual_restriction)):
             if not isinstance(flag, bool):
-                raise UserError(f"MgNO {name} must be true or false; got {flag!r}")
+                raise ValueError(f"MgNO {name} must be true or false; got {flag!r}")
         if variant == "navier_stokes" and out_channels != in_channels:
-            raise UserError(
+            raise ValueError(
                 "MgNO navier_stokes adds the input frame to the output, so out_channels must "
                 f"equal in_channels; got {out_channels} and {in_channels}"
             )
@@ -224,10 +223,10 @@ class MgNO(nn.Module):
     def from_config(cls, config: Mapping[str, Any]) -> MgNO:
         """Build a model from a (possibly partial) :attr:`config` dict; unknown keys are errors."""
         if not isinstance(config, Mapping):
-            raise UserError(f"MgNO config must be a mapping; got {type(config).__name__}")
+            raise ValueError(f"MgNO config must be a mapping; got {type(config).__name__}")
         unknown = sorted(set(config) - set(_CONFIG_KEYS))
         if unknown:
-            raise UserError(
+            raise ValueError(
                 f"unknown MgNO config key(s) {', '.join(map(str, unknown))}; "
                 f"allowed: {', '.join(_CONFIG_KEYS)}"
             )

@@ -22,7 +22,7 @@ Layout (channels-first, time last inside the network: ``(batch, channels, x, y, 
    cut in time, so any number of steps comes out), plus the last input frame (skip).
 
 The output spectral layer is the one the Spectral-Refiner enlarges and fine-tunes
-(:mod:`opsolve.refine`). Two choices of ours differ from the public code and are deliberate:
+(:mod:`opsolve.eval.refine`). Two choices of ours differ from the public code and are deliberate:
 the value and the positional features are separate channels (the public code adds the value to
 every feature channel), and the time encoding has both sine and cosine (the public code meant
 to alternate them but uses sine twice).
@@ -40,7 +40,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from datagen.errors import UserError
 from opsolve.layers.spectral import SpectralConv, check_modes, mode_indices
 
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}
@@ -48,7 +47,7 @@ ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tan
 
 def _check_int(name: str, value: Any, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise UserError(f"{name} must be an integer >= {low}, got {value!r}")
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     return value
 
 
@@ -162,10 +161,10 @@ class SpaceTimeFNO(nn.Module):
         _check_int("expansion", expansion, 1)
         _check_int("time_features", time_features, 0)
         if time_features % 2:
-            raise UserError(f"time_features must be even (sin and cos pairs), got {time_features}")
+            raise ValueError(f"time_features must be even (sin and cos pairs), got {time_features}")
         if activation not in ACTIVATIONS:
             allowed = ", ".join(ACTIVATIONS)
-            raise UserError(f"unknown activation {activation!r}; allowed: {allowed}")
+            raise ValueError(f"unknown activation {activation!r}; allowed: {allowed}")
         if input_steps is not None:
             _check_int("input_steps", input_steps, 1)
             check_modes(self.modes[-1:], (input_steps,), "input time")
@@ -220,7 +219,7 @@ class SpaceTimeFNO(nn.Module):
         if len(values) != 3 or any(
             isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in values
         ):
-            raise UserError(
+            raise ValueError(
                 f"{name} must be three positive integers (m_x, m_y, m_t), got {modes!r}"
             )
         return values  # type: ignore[return-value]
@@ -239,11 +238,11 @@ class SpaceTimeFNO(nn.Module):
     def check_input(self, x: torch.Tensor) -> None:
         """One-line errors for a wrong rank, frame count or a grid too small for the modes."""
         if x.dim() != 4:
-            raise UserError(
+            raise ValueError(
                 f"SpaceTimeFNO expects trajectories (batch, time, x, y), got {tuple(x.shape)}"
             )
         if self.input_steps is not None and x.shape[1] != self.input_steps:
-            raise UserError(
+            raise ValueError(
                 f"SpaceTimeFNO was built for {self.input_steps} input frames, got {x.shape[1]}"
             )
         nt, nx, ny = x.shape[1:]
@@ -277,6 +276,6 @@ class SpaceTimeFNO(nn.Module):
     def output(self, z: torch.Tensor, x: torch.Tensor, steps: int) -> torch.Tensor:
         """Output layer and skip: the reduced latent ``z`` ``(batch, 1, x, y, latent)`` and the
         input ``x`` -> ``(batch, steps, x, y)``. The Spectral-Refiner trains only this part, so
-        it computes ``z`` once (:func:`opsolve.refine.latent`)."""
+        it computes ``z`` once (:func:`opsolve.eval.refine.latent`)."""
         out = self.output_conv(z, out_size=(None, None, steps))
         return out[:, 0].permute(0, 3, 1, 2) + x[:, -1:]

@@ -15,13 +15,12 @@ A checkpoint (``torch.save`` of a dict) holds:
 Everything in it is tensors and plain Python values, so it is read with
 ``torch.load(..., weights_only=True)``: loading a checkpoint runs no pickled code.
 
-Writes go to a temporary file in the same directory, are fsynced, then renamed over the
-target (``os.replace``): a crash leaves the previous checkpoint intact, never a torn one.
+Writes are atomic (:func:`datagen.core.files.atomic_write`: a temporary file, fsynced, renamed
+over the target): a crash leaves the previous checkpoint intact, never a torn one.
 """
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from datagen.errors import UserError
+from datagen.core.errors import UserError
+from datagen.core.files import atomic_write
 
 FORMAT = "opsolve-checkpoint-1"
 
@@ -38,16 +38,8 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write ``state`` to ``path`` atomically (temporary file, fsync, ``os.replace``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save({"format": FORMAT, **state}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_write(path, "wb") as handle:
+        torch.save({"format": FORMAT, **state}, handle)
     return path
 
 

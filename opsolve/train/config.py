@@ -1,6 +1,6 @@
 """The schema of a training config (``configs/train/*.yaml``).
 
-Loaded and validated with :mod:`datagen.config` (YAML, ``dotted.key=value`` overrides, one-line
+Loaded and validated with :mod:`datagen.core.config` (YAML, ``dotted.key=value`` overrides, one-line
 errors). Every key has a default except ``data.root``; :func:`load_train_config` is the entry.
 """
 
@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from datagen.config import Int, StrictModel, load_config
+from datagen.core.config import Device, Int, StrictModel, load_config
 
 
 class ModelSpec(StrictModel):
@@ -21,16 +21,20 @@ class ModelSpec(StrictModel):
     must match the data.
     """
 
-    name: str = "fno"
-    params: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field(
+        "fno", description="registered model: fno, tfno, mgno, spacetime_fno, fno3d, ..."
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="keyword arguments of the model's builder"
+    )
 
 
 class Limits(StrictModel):
     """Use only the first N samples of a split (null: all)."""
 
-    train: Int | None = Field(None, ge=1)
-    valid: Int | None = Field(None, ge=1)
-    test: Int | None = Field(None, ge=1)
+    train: Int | None = Field(None, ge=1, description="first N train samples (null: all)")
+    valid: Int | None = Field(None, ge=1, description="first N valid samples (null: all)")
+    test: Int | None = Field(None, ge=1, description="first N test samples (null: all)")
 
 
 class Normalize(StrictModel):
@@ -40,8 +44,10 @@ class Normalize(StrictModel):
     before every loss and metric.
     """
 
-    inputs: bool = True
-    outputs: bool = True
+    inputs: bool = Field(True, description="z-score the inputs with the train statistics")
+    outputs: bool = Field(
+        True, description="z-score the outputs (decoded before losses and metrics)"
+    )
 
 
 class Window(StrictModel):
@@ -49,10 +55,12 @@ class Window(StrictModel):
     frames in, ``output_steps`` frames out, a window starting every ``stride`` records. Used
     only when the dataset holds trajectories (e.g. Navier-Stokes vorticity)."""
 
-    input_steps: Int = Field(10, ge=1)
-    output_steps: Int = Field(10, ge=1)
+    input_steps: Int = Field(10, ge=1, description="frames given to the model")
+    output_steps: Int = Field(10, ge=1, description="frames the model predicts")
     stride: Int = Field(1, ge=1, description="records between window starts")
-    field: str = Field("vorticity", min_length=1)
+    field: str = Field(
+        "vorticity", min_length=1, description="dataset field the windows are cut from"
+    )
 
 
 class Data(StrictModel):
@@ -88,9 +96,17 @@ class Loss(StrictModel):
     the Spectral-Refiner, Cao et al., ICLR 2025).
     """
 
-    name: Literal["relative_l2", "relative_h1"] = "relative_l2"
-    gradient_weight: float = Field(1.0, gt=0.0)
-    residual_weight: float = Field(0.0, ge=0.0)
+    name: Literal["relative_l2", "relative_h1"] = Field(
+        "relative_l2", description="per-sample relative error: relative_l2 or relative_h1"
+    )
+    gradient_weight: float = Field(
+        1.0, gt=0.0, description="relative_h1: weight w of the gradient term"
+    )
+    residual_weight: float = Field(
+        0.0,
+        ge=0.0,
+        description="factor on the H^residual_order norm of the vorticity residual (NS only)",
+    )
     residual_order: float = Field(-1.0, ge=-4.0, le=4.0, description="s of the H^s norm")
 
     @model_validator(mode="after")
@@ -103,9 +119,11 @@ class Loss(StrictModel):
 class Optimizer(StrictModel):
     """Adam (L2 penalty added to the gradient) or AdamW (decoupled weight decay)."""
 
-    name: Literal["adam", "adamw"] = "adam"
+    name: Literal["adam", "adamw"] = Field(
+        "adam", description="adam (L2 penalty) or adamw (decoupled weight decay)"
+    )
     lr: float = Field(1e-3, gt=0.0, description="learning rate (OneCycle: the peak)")
-    weight_decay: float = Field(0.0, ge=0.0)
+    weight_decay: float = Field(0.0, ge=0.0, description="weight decay coefficient")
 
 
 _SCHEDULER_KEYS = {
@@ -126,14 +144,20 @@ class Scheduler(StrictModel):
     (unless they hold the default, as in a dumped resolved config).
     """
 
-    name: Literal["onecycle", "step", "cosine", "none"] = "none"
-    pct_start: float = Field(0.3, gt=0.0, lt=1.0)
-    div_factor: float = Field(25.0, gt=0.0)
-    final_div_factor: float = Field(1e4, gt=0.0)
+    name: Literal["onecycle", "step", "cosine", "none"] = Field(
+        "none", description="onecycle, step, cosine or none; see the section docstring"
+    )
+    pct_start: float = Field(
+        0.3, gt=0.0, lt=1.0, description="onecycle: fraction of the epochs spent rising"
+    )
+    div_factor: float = Field(25.0, gt=0.0, description="onecycle: starting lr = lr / div_factor")
+    final_div_factor: float = Field(
+        1e4, gt=0.0, description="onecycle: final lr = starting lr / final_div_factor"
+    )
     step_size: Int = Field(100, ge=1, description="epochs")
-    gamma: float = Field(0.5, gt=0.0, le=1.0)
+    gamma: float = Field(0.5, gt=0.0, le=1.0, description="step: lr factor every step_size epochs")
     t_max: Int | None = Field(None, ge=1, description="epochs (default: epochs)")
-    eta_min: float = Field(0.0, ge=0.0)
+    eta_min: float = Field(0.0, ge=0.0, description="cosine: final learning rate")
 
     @model_validator(mode="after")
     def _only_own_keys(self) -> Scheduler:
@@ -167,17 +191,28 @@ class Refine(StrictModel):
     a finer dataset via ``data``).
     """
 
-    mode: Literal["per_trajectory", "train_set"] = "per_trajectory"
-    steps: Int = Field(200, ge=1, le=1_000_000)
-    lr: float = Field(0.1, gt=0.0)
-    schedule: Literal["cosine", "constant"] = "cosine"
+    mode: Literal["per_trajectory", "train_set"] = Field(
+        "per_trajectory",
+        description="per_trajectory: each trajectory of split; train_set: once on train windows",
+    )
+    steps: Int = Field(200, ge=1, le=1_000_000, description="Adam steps")
+    lr: float = Field(0.1, gt=0.0, description="Adam learning rate")
+    schedule: Literal["cosine", "constant"] = Field(
+        "cosine", description="lr annealed to 0 on a cosine, or constant"
+    )
     order: float = Field(-1.0, ge=-4.0, le=4.0, description="s of the residual's H^s norm")
-    data_weight: float = Field(0.0, ge=0.0)
+    data_weight: float = Field(
+        0.0, ge=0.0, description="factor on the relative L2 error (train_set mode only)"
+    )
     init_scale: float = Field(1e-6, ge=0.0, description="scale of the new high-mode weights")
-    split: Literal["train", "valid", "test"] = "test"
+    split: Literal["train", "valid", "test"] = Field(
+        "test", description="split evaluated; per_trajectory also refines on it"
+    )
     limit: Int | None = Field(4, ge=1, description="trajectories refined (null: all)")
     data: str | None = Field(None, description="dataset to refine on (default: training data)")
-    subsample: Int | None = Field(None, ge=1)
+    subsample: Int | None = Field(
+        None, ge=1, description="grid stride of the evaluated data (default: the training one)"
+    )
     batch_size: Int = Field(4, ge=1, description="train_set mode: windows per step")
 
     @model_validator(mode="after")
@@ -190,26 +225,30 @@ class Refine(StrictModel):
 class Output(StrictModel):
     """The run directory: config.yaml, log.txt, metrics.csv, checkpoints/, figures/."""
 
-    dir: str = Field("runs/train/run", min_length=1)
+    dir: str = Field("runs/train/run", min_length=1, description="the run directory")
 
 
 class TrainConfig(StrictModel):
     """A complete training config."""
 
     model: ModelSpec = ModelSpec()
-    data: Data
+    data: Data = Field(description="the dataset and how to read it (data.root is required)")
     loss: Loss = Loss()
     optimizer: Optimizer = Optimizer()
     scheduler: Scheduler = Scheduler()
-    epochs: Int = Field(10, ge=1, le=1_000_000)
+    epochs: Int = Field(10, ge=1, le=1_000_000, description="training epochs")
     batch_size: Int = Field(8, ge=1, description="global batch, split across DDP ranks")
     eval_batch_size: Int | None = Field(None, ge=1, description="default: batch_size")
     selection: Literal["valid_l2", "valid_h1"] = Field(
         "valid_l2", description="validation metric that picks best.pt"
     )
-    seed: Int = Field(0, ge=0, lt=2**63)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["fp32", "amp"] = "fp32"
+    seed: Int = Field(
+        0, ge=0, lt=2**63, description="seed of the weight initialization and the batch order"
+    )
+    device: Device = Field("auto", description="cpu, cuda, or auto (cuda if available)")
+    precision: Literal["fp32", "amp"] = Field(
+        "fp32", description="fp32, or amp (mixed precision, CUDA only)"
+    )
     amp_dtype: Literal["bf16", "fp16"] = Field("bf16", description="autocast dtype for amp")
     output: Output = Output()
     refine: Refine = Refine()

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from datagen.errors import UserError
+from datagen.core.errors import UserError
 
 
 @dataclass(frozen=True)

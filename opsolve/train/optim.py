@@ -8,8 +8,7 @@ from typing import Any
 
 import torch
 
-from datagen.errors import UserError
-from opsolve.train import distributed as D
+from datagen.core.errors import UserError
 from opsolve.train.config import TrainConfig
 
 
@@ -40,18 +39,6 @@ def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> Any:
     if s.name == "cosine":
         return lr_sched.CosineAnnealingLR(optimizer, T_max=s.t_max or cfg.epochs, eta_min=s.eta_min)
     return lr_sched.LambdaLR(optimizer, lambda _: 1.0)
-
-
-def resolve_device(name: str, info: D.DistInfo) -> torch.device:
-    """``auto``: CUDA when available; under DDP on CUDA, the GPU of ``LOCAL_RANK``."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("device: 'cuda' requested but no CUDA device is available; use auto or cpu")
-    use_cuda = name == "cuda" or (name == "auto" and torch.cuda.is_available())
-    if not use_cuda:
-        return torch.device("cpu")
-    index = info.local_rank if info.enabled else torch.cuda.current_device()
-    torch.cuda.set_device(index)
-    return torch.device("cuda", index)
 
 
 def check_precision(cfg: TrainConfig, device: torch.device) -> None:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import csv
-import os
 import shutil
 import sys
 import time
@@ -12,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from datagen.errors import UserError
+from datagen.core.errors import UserError
+from datagen.core.files import atomic_write
 
 METRICS_HEADER = ["epoch", "train_loss", "valid_l2", "valid_h1", "lr", "seconds"]
 
@@ -111,12 +111,11 @@ def read_metrics(path: Path) -> list[dict[str, str]]:
 
 
 def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as handle:
+    """Replace metrics.csv by ``rows`` (atomically)."""
+    with atomic_write(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=METRICS_HEADER)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def append_metrics(path: Path, row: dict[str, Any]) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,20 +23,25 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
-from datagen.config import dump_config
-from datagen.errors import UserError
+from datagen.core.config import dump_config
+from datagen.core.device import resolve_device
+from datagen.core.errors import UserError
+from datagen.core.files import write_text_atomic
+from datagen.core.progress import progress_bar
 from opsolve.data import SteadyDataset, TrajectoryDataset
-from opsolve.train import distributed as D
-from opsolve.train.assemble import (
-    Data,
+from opsolve.models.registry import (
     build_operator,
     check_fits,
+    check_model_name,
     count_parameters,
-    load_data,
     load_state,
-    resolve_params,
+    model_config,
 )
+from opsolve.models.wrapper import NormalizedOperator
+from opsolve.train import distributed as D
+from opsolve.train.assemble import Data, load_data, resolve_params
 from opsolve.train.checkpoint import (
     load_checkpoint,
     rng_state,
@@ -54,10 +58,8 @@ from opsolve.train.optim import (
     build_scheduler,
     check_amp_model,
     check_precision,
-    resolve_device,
     spectral_layers_in_fp32,
 )
-from opsolve.train.registry import check_model_name, model_config
 from opsolve.train.rundir import (
     RunLog,
     RunPaths,
@@ -66,7 +68,6 @@ from opsolve.train.rundir import (
     prepare_run_dir,
     read_metrics,
 )
-from opsolve.train.wrapper import NormalizedOperator
 
 FAULT_ENV = "OPSOLVE_FAULT"  # test hook: "kill_after_steps=N" or "nan_at_step=N"
 
@@ -165,7 +166,7 @@ def train(
             f"{info.world} processes"
         )
     check_model_name(cfg.model.name)
-    device = resolve_device(cfg.device, info)
+    device = resolve_device(cfg.device, "device", info.local_rank if info.enabled else None)
     check_precision(cfg, device)
     D.init_distributed(info, device)
     try:
@@ -258,7 +259,7 @@ def _train(
     log = RunLog(paths.log if info.is_main else None, echo=info.is_main)
     if info.is_main:
         prepare_run_dir(paths, state.epoch if checkpoint is not None else None, overwrite)
-        paths.config.write_text(dump_config(resolved))
+        write_text_atomic(paths.config, dump_config(resolved))
         where = f"resumed after epoch {state.epoch}" if checkpoint is not None else "started"
         log(
             f"run {where}: model {cfg.model.name} ({count_parameters(op.model):,} parameters), "
@@ -315,17 +316,13 @@ class _Loop:
     def run(self, state: State, progress: bool) -> dict[str, Any]:
         cfg = self.cfg
         steps_per_epoch = len(D.train_plan(len(self.data.train), cfg.batch_size, 0, 0, self.info))
-        bar = None
-        if progress and self.info.is_main:
-            from tqdm import tqdm
-
-            bar = tqdm(
-                total=cfg.epochs * steps_per_epoch,
-                initial=state.epoch * steps_per_epoch,
-                unit="step",
-                dynamic_ncols=True,
-                file=sys.stderr,
-            )
+        bar = progress_bar(
+            cfg.epochs * steps_per_epoch,
+            initial=state.epoch * steps_per_epoch,
+            unit="step",
+            enabled=progress and self.info.is_main,
+            dynamic_ncols=True,
+        )
         row: dict[str, Any] = {}
         try:
             for epoch in range(state.epoch + 1, cfg.epochs + 1):
@@ -340,13 +337,12 @@ class _Loop:
                 self.log(f"diverged: {err}; {kept}")
             raise TrainingDiverged(f"{err}; {kept}") from None
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
         if self.info.is_main:
             self.finish(state)
         return {**row, "best_epoch": state.best_epoch, "best_" + cfg.selection: state.best_metric}
 
-    def epoch(self, epoch: int, state: State, bar: Any) -> dict[str, Any]:
+    def epoch(self, epoch: int, state: State, bar: tqdm) -> dict[str, Any]:
         """Train one epoch (1-based), validate, write metrics and checkpoints."""
         cfg, info = self.cfg, self.info
         start = time.perf_counter()
@@ -354,19 +350,17 @@ class _Loop:
         plan = D.train_plan(len(self.data.train), cfg.batch_size, cfg.seed, epoch, info)
         loader = _loader(self.data.train, plan, cfg, cfg.seed + epoch)
         total, seen = 0.0, 0
-        if bar is not None:
-            bar.set_description(f"epoch {epoch}/{cfg.epochs}")
+        bar.set_description(f"epoch {epoch}/{cfg.epochs}")
         self.net.train()
         tick = time.perf_counter()
         for step, batch in zip(plan, loader, strict=True):
             total += self.train_step(step, batch, epoch, state)
             seen += step.n_global
-            if bar is not None:  # samples/s over loading and stepping
-                now = time.perf_counter()
-                rate = step.n_global / max(now - tick, 1e-9)
-                tick = now
-                bar.set_postfix(loss=f"{total / seen:.3e}", samples_s=f"{rate:.1f}")
-                bar.update()
+            now = time.perf_counter()  # samples/s over loading and stepping
+            rate = step.n_global / max(now - tick, 1e-9)
+            tick = now
+            bar.set_postfix(loss=f"{total / seen:.3e}", samples_s=f"{rate:.1f}")
+            bar.update()
         self.scheduler.step()
         valid_l2, valid_h1 = evaluate_split(
             self.net,
@@ -455,7 +449,7 @@ class _Loop:
             save_checkpoint(checkpoint, self.paths.best)
 
     def finish(self, state: State) -> None:
-        from opsolve.train.plots import plot_curves
+        from opsolve.plots import plot_curves
 
         figure = plot_curves(read_metrics(self.paths.metrics), self.paths.figures / "curves.png")
         self.log(

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from datagen.cli import main
-from datagen.schema import check_schema, split_file
+from datagen.core.schema import check_schema, split_file
 from datagen.verify import verify_file
 from tests.conftest import ROOT, SMALL_CONFIG, assert_refused, run_cli
 
@@ -267,8 +267,8 @@ def test_info_prints_a_summary_and_saves_a_figure(small_dataset, tmp_path, capsy
 
 
 def test_a_failed_solve_is_reported_and_finished_work_kept(tmp_path, monkeypatch, capsys):
-    import datagen.generate as gen
-    from datagen.darcy import SolveInfo
+    import datagen.problems.darcy.recipe as gen
+    from datagen.linalg.krylov import SolveInfo
 
     calls = {"n": 0}
     real = gen.solve_direct
@@ -429,13 +429,13 @@ def test_unconverged_samples_fall_back_to_direct(tmp_path):
 def test_auto_method_follows_the_benchmark():
     import torch
 
-    from datagen.config import validate
-    from datagen.generate import choose_method
-    from datagen.spec import DatagenConfig
+    from datagen.core.config import validate
+    from datagen.problems.darcy.config import DarcyConfig
+    from datagen.problems.darcy.recipe import choose_method
 
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    assert choose_method(validate(DatagenConfig, {"resolution": 64}), cpu) == "direct"
-    assert choose_method(validate(DatagenConfig, {"resolution": 129}), cpu) == "pcg"
-    assert choose_method(validate(DatagenConfig, {"resolution": 64}), gpu) == "pcg"
-    fixed = validate(DatagenConfig, {"resolution": 421, "solver": {"method": "direct"}})
+    assert choose_method(validate(DarcyConfig, {"resolution": 64}), cpu) == "direct"
+    assert choose_method(validate(DarcyConfig, {"resolution": 129}), cpu) == "pcg"
+    assert choose_method(validate(DarcyConfig, {"resolution": 64}), gpu) == "pcg"
+    fixed = validate(DarcyConfig, {"resolution": 421, "solver": {"method": "direct"}})
     assert choose_method(fixed, cpu) == "direct"

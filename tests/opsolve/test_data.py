@@ -6,8 +6,8 @@ import pytest
 import torch
 import yaml
 
-from datagen.errors import UserError
-from datagen.schema import split_file
+from datagen.core.errors import UserError
+from datagen.core.schema import split_file
 from opsolve.data import SteadyDataset, load_statistics
 
 

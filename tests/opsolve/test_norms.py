@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from datagen.navier_stokes import fno_forcing, simulate
+from datagen.problems.navier_stokes.physics import fno_forcing, simulate
 from opsolve.norms import (
     bochner_norm,
     relative_bochner,

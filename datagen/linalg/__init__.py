@@ -1,0 +1,3 @@
+"""The numerical engine: batched Krylov solvers (CG with recycling, GCRO-DR), geometric
+multigrid, sorting and chains for Sorting Krylov Recycling, batched sparse operators. It sees
+operators and vectors, never a PDE; it imports nothing else of datagen."""

@@ -1,0 +1,1 @@
+"""Darcy flow -div(a grad u) = f with random coefficients (docs/problems/darcy.md)."""

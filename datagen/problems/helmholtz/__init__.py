@@ -1,0 +1,1 @@
+"""Indefinite Helmholtz with an absorbing boundary (docs/problems/helmholtz.md)."""
