@@ -72,9 +72,7 @@ class SteadyDataset(Dataset):
         self.path = files[0]
         self.subsample = subsample
         with open_dataset_file(self.path) as f:
-            if f.attrs.get("opsolve_format") != FORMAT or check_schema(f):
-                problem = (check_schema(f) or ["not written by datagen"])[0]
-                raise UserError(f"{self.path}: not an {FORMAT} dataset file ({problem})")
+            _check_format(f, self.path, FORMAT)
             fields = f["t0_fields"]
             names = [str(k) for k in fields.attrs["field_names"]]
             self.steady = {k: bool(fields[k].attrs["sample_varying"]) for k in names}
@@ -185,9 +183,7 @@ class TrajectoryDataset(Dataset):
             raise UserError(f"{self.root}: no {split} file under {self.root / 'data' / split}")
         self.path = files[0]
         with open_dataset_file(self.path) as f:
-            if f.attrs.get("opsolve_format") != TRAJECTORY_FORMAT or check_schema(f):
-                problem = (check_schema(f) or ["not a trajectory file"])[0]
-                raise UserError(f"{self.path}: not an {TRAJECTORY_FORMAT} file ({problem})")
+            _check_format(f, self.path, TRAJECTORY_FORMAT)
             if field not in f["t0_fields"]:
                 names = ", ".join(str(k) for k in f["t0_fields"].attrs["field_names"])
                 raise UserError(f"field {field!r} is not in {self.path} (has {names})")
@@ -256,6 +252,20 @@ class TrajectoryDataset(Dataset):
         state = self.__dict__.copy()
         state["_file"] = None
         return state
+
+
+def _check_format(f: h5py.File, path: Path, expected: str) -> None:
+    """A UserError unless ``f`` is a dataset file of format ``expected``; a file of the other
+    format is named as such, with the class that reads it."""
+    problems = check_schema(f)
+    if problems:
+        raise UserError(f"{path}: not a dataset file of this package ({problems[0]})")
+    found = f.attrs.get("opsolve_format")
+    if found != expected:
+        reader = (
+            "TrajectoryDataset (data.window)" if found == TRAJECTORY_FORMAT else "SteadyDataset"
+        )
+        raise UserError(f"{path} holds {found} data, not {expected}: read it with {reader}")
 
 
 def dataset_kind(root: str | Path) -> str:

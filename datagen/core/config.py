@@ -42,22 +42,38 @@ Resolution = Annotated[
 BatchSize = Annotated[
     int, pydantic.Strict(), Field(ge=1, le=65536, description="samples per work unit")
 ]
+# Gaussian random fields (covariance tau^(2 alpha - 2) (-Laplace + tau^2)^(-alpha)): alpha > 1
+# gives a field of finite variance in 2-D; tau above 1e4 is a length below any grid we store.
+Smoothness = Annotated[float, Field(gt=1.0, le=100.0)]
+InverseLength = Annotated[float, Field(gt=0.0, le=1e4)]
+# The scale of an input field, either sign: |value| <= 1e8 keeps float32 data finite.
+Scale = Annotated[float, Field(ge=-1e8, le=1e8)]
+# A coordinate on the unit square.
+UnitInterval = Annotated[float, Field(ge=0.0, le=1.0)]
+# A relative residual a float64 solve can reach.
+Tolerance = Annotated[float, Field(ge=1e-14, lt=1.0)]
+# Iteration caps and step counts: beyond these a run would not end in any reasonable time.
+MAX_ITERATIONS = 10**7
+MAX_STEPS = 10**9
 Boundary = Literal["periodic", "neumann"]
 Device = Literal["cpu", "cuda", "auto"]
 DEVICES: tuple[str, ...] = typing.get_args(Device)
 
 
 class StrictModel(pydantic.BaseModel):
-    """Base for config schemas: unknown keys are errors, values are validated on assignment."""
+    """Base for config schemas: unknown keys are errors, values are validated on assignment,
+    and a float is finite (nan and inf are refused with the key named)."""
 
-    model_config = pydantic.ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = pydantic.ConfigDict(
+        extra="forbid", validate_assignment=True, allow_inf_nan=False
+    )
 
 
 class RandomField(StrictModel):
     """GRF parameters: covariance ``tau^(2 alpha - 2) (-Laplace + tau^2)^(-alpha)``."""
 
-    alpha: float = Field(2.0, gt=1.0, description="smoothness exponent (> 1 in 2-D)")
-    tau: float = Field(3.0, gt=0.0, description="inverse length scale")
+    alpha: Smoothness = Field(2.0, description="smoothness exponent (> 1 in 2-D)")
+    tau: InverseLength = Field(3.0, description="inverse length scale")
     boundary: Boundary = Field(
         "neumann", description="periodic (FFT modes) or neumann (cosine modes) field"
     )

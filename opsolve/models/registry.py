@@ -32,20 +32,48 @@ from opsolve.models.wrapper import NormalizedOperator, TrajectoryOperator, chann
 Builder = Callable[..., torch.nn.Module]
 
 _REGISTRY: dict[str, Builder] = {}
+_TRAJECTORY_MODELS: set[str] = set()  # models that map frames to frames (trajectory data)
 
 
-def register_model(name: str, builder: Builder, *, replace: bool = False) -> None:
-    """Make ``builder`` available as ``model.name: <name>`` in training configs."""
+def register_model(
+    name: str, builder: Builder, *, trajectories: bool = False, replace: bool = False
+) -> None:
+    """Make ``builder`` available as ``model.name: <name>`` in training configs.
+
+    ``trajectories``: the model maps ``(batch, T_in, x, y)`` to ``(batch, T_out, x, y)`` and is
+    trained on trajectory data; otherwise it maps steady fields (channels to channels).
+    """
     if not name or not name.replace("_", "").replace("-", "").isalnum():
         raise ValueError(f"model name {name!r} must be letters, digits, '-' or '_'")
     if name in _REGISTRY and not replace:
         raise ValueError(f"model {name!r} is already registered (pass replace=True)")
     _REGISTRY[name] = builder
+    _TRAJECTORY_MODELS.discard(name)
+    if trajectories:
+        _TRAJECTORY_MODELS.add(name)
 
 
 def registered_models() -> list[str]:
     """Names that :func:`build_model` accepts, sorted."""
     return sorted(_REGISTRY)
+
+
+def check_model_fits_data(name: str, kind: str, root: str | Path) -> None:
+    """A UserError when a steady model meets trajectory data or the other way round."""
+    check_model_name(name)
+    trajectory_model = name in _TRAJECTORY_MODELS
+    if (kind == "trajectory") == trajectory_model:
+        return
+    steady = sorted(set(_REGISTRY) - _TRAJECTORY_MODELS)
+    if kind == "trajectory":
+        raise UserError(
+            f"data.root: {root} holds trajectories, but model {name!r} maps steady fields; "
+            f"models for trajectories: {', '.join(sorted(_TRAJECTORY_MODELS))}"
+        )
+    raise UserError(
+        f"data.root: {root} holds steady samples, but model {name!r} maps trajectories; "
+        f"models for steady data: {', '.join(steady)}"
+    )
 
 
 def check_model_name(name: str) -> None:
@@ -63,7 +91,7 @@ def build_model(name: str, params: dict[str, Any]) -> torch.nn.Module:
         model = _REGISTRY[name](**params)
     except UserError:
         raise
-    except (TypeError, ValueError, AssertionError, KeyError) as err:
+    except (TypeError, ValueError, AssertionError, KeyError, RuntimeError) as err:
         message = " ".join(str(err).split()) or type(err).__name__
         raise UserError(f"model.params: cannot build {name!r}: {message}") from None
     if not isinstance(model, torch.nn.Module):
@@ -125,8 +153,8 @@ def _fno3d(**params: Any) -> torch.nn.Module:
 register_model("fno", _fno)
 register_model("tfno", _tfno)
 register_model("mgno", _mgno)
-register_model("spacetime_fno", _spacetime_fno)
-register_model("fno3d", _fno3d)
+register_model("spacetime_fno", _spacetime_fno, trajectories=True)
+register_model("fno3d", _fno3d, trajectories=True)
 
 
 def build_operator(
@@ -155,6 +183,7 @@ def check_fits(
     grid embedding caches its grid on the device of its first call.
     """
     x, y = sample["x"][None].to(device), sample["y"][None]
+    check_modes_fit(op.model, name, tuple(x.shape[2:]))
     was = op.training
     try:
         op.eval()
@@ -171,6 +200,19 @@ def check_fits(
         raise UserError(
             f"model {name!r} maps input {tuple(x.shape[1:])} to {tuple(out.shape[1:])}, "
             f"but the target is {tuple(y.shape[1:])}"
+        )
+
+
+def check_modes_fit(model: torch.nn.Module, name: str, grid: tuple[int, ...]) -> None:
+    """neuraloperator's FNO / TFNO keep ``n_modes[i]`` Fourier modes along axis ``i`` (both
+    signs); more than the grid has are never used, only stored. A UserError names the limit."""
+    modes = getattr(model, "n_modes", None)
+    if not isinstance(modes, list | tuple) or len(modes) != len(grid):
+        return
+    if any(int(m) > n for m, n in zip(modes, grid, strict=True)):
+        raise UserError(
+            f"model.params.n_modes {list(modes)} does not fit the {' x '.join(map(str, grid))} "
+            f"grid of the data: at most {list(grid)} (n_modes counts both signs)"
         )
 
 

@@ -26,6 +26,7 @@ from opsolve.data import (
     open_windows,
     split_physics,
 )
+from opsolve.models.registry import check_model_fits_data
 from opsolve.residual import Physics
 from opsolve.train import distributed as D
 from opsolve.train.config import TrainConfig
@@ -82,7 +83,9 @@ def load_data(cfg: TrainConfig, info: D.DistInfo) -> Data:
     if not Path(d.root).is_dir():
         raise UserError(f"data.root: dataset directory {d.root} does not exist")
     physics = None
-    if dataset_kind(d.root) == "trajectory":
+    kind = dataset_kind(d.root)
+    check_model_fits_data(cfg.model.name, kind, d.root)
+    if kind == "trajectory":
         if d.inputs is not None or d.outputs is not None:
             raise UserError(
                 "data.inputs / data.outputs do not apply to trajectories: use data.window"

@@ -55,8 +55,8 @@ class Window(StrictModel):
     frames in, ``output_steps`` frames out, a window starting every ``stride`` records. Used
     only when the dataset holds trajectories (e.g. Navier-Stokes vorticity)."""
 
-    input_steps: Int = Field(10, ge=1, description="frames given to the model")
-    output_steps: Int = Field(10, ge=1, description="frames the model predicts")
+    input_steps: Int = Field(10, ge=1, le=100_000, description="frames given to the model")
+    output_steps: Int = Field(10, ge=1, le=100_000, description="frames the model predicts")
     stride: Int = Field(1, ge=1, description="records between window starts")
     field: str = Field(
         "vorticity", min_length=1, description="dataset field the windows are cut from"
@@ -72,7 +72,9 @@ class Data(StrictModel):
     """
 
     root: str = Field(..., min_length=1, description="dataset directory (DIR/data/<split>/)")
-    subsample: Int = Field(1, ge=1, description="stride: 421 -> 85 with 5, 421 -> 211 with 2")
+    subsample: Int = Field(
+        1, ge=1, le=4096, description="stride: 421 -> 85 with 5, 421 -> 211 with 2"
+    )
     inputs: list[str] | None = Field(None, description="input fields (default: varying ones)")
     outputs: list[str] | None = Field(None, description="output fields (default: u)")
     limit: Limits = Limits()
@@ -100,11 +102,12 @@ class Loss(StrictModel):
         "relative_l2", description="per-sample relative error: relative_l2 or relative_h1"
     )
     gradient_weight: float = Field(
-        1.0, gt=0.0, description="relative_h1: weight w of the gradient term"
+        1.0, gt=0.0, le=1e6, description="relative_h1: weight w of the gradient term"
     )
     residual_weight: float = Field(
         0.0,
         ge=0.0,
+        le=1e6,
         description="factor on the H^residual_order norm of the vorticity residual (NS only)",
     )
     residual_order: float = Field(-1.0, ge=-4.0, le=4.0, description="s of the H^s norm")
@@ -122,8 +125,8 @@ class Optimizer(StrictModel):
     name: Literal["adam", "adamw"] = Field(
         "adam", description="adam (L2 penalty) or adamw (decoupled weight decay)"
     )
-    lr: float = Field(1e-3, gt=0.0, description="learning rate (OneCycle: the peak)")
-    weight_decay: float = Field(0.0, ge=0.0, description="weight decay coefficient")
+    lr: float = Field(1e-3, gt=0.0, le=10.0, description="learning rate (OneCycle: the peak)")
+    weight_decay: float = Field(0.0, ge=0.0, le=10.0, description="weight decay coefficient")
 
 
 _SCHEDULER_KEYS = {
@@ -150,14 +153,16 @@ class Scheduler(StrictModel):
     pct_start: float = Field(
         0.3, gt=0.0, lt=1.0, description="onecycle: fraction of the epochs spent rising"
     )
-    div_factor: float = Field(25.0, gt=0.0, description="onecycle: starting lr = lr / div_factor")
-    final_div_factor: float = Field(
-        1e4, gt=0.0, description="onecycle: final lr = starting lr / final_div_factor"
+    div_factor: float = Field(
+        25.0, gt=0.0, le=1e8, description="onecycle: starting lr = lr / div_factor"
     )
-    step_size: Int = Field(100, ge=1, description="epochs")
+    final_div_factor: float = Field(
+        1e4, gt=0.0, le=1e8, description="onecycle: final lr = starting lr / final_div_factor"
+    )
+    step_size: Int = Field(100, ge=1, le=1_000_000, description="epochs")
     gamma: float = Field(0.5, gt=0.0, le=1.0, description="step: lr factor every step_size epochs")
-    t_max: Int | None = Field(None, ge=1, description="epochs (default: epochs)")
-    eta_min: float = Field(0.0, ge=0.0, description="cosine: final learning rate")
+    t_max: Int | None = Field(None, ge=1, le=1_000_000, description="epochs (default: epochs)")
+    eta_min: float = Field(0.0, ge=0.0, le=10.0, description="cosine: final learning rate")
 
     @model_validator(mode="after")
     def _only_own_keys(self) -> Scheduler:
@@ -196,15 +201,17 @@ class Refine(StrictModel):
         description="per_trajectory: each trajectory of split; train_set: once on train windows",
     )
     steps: Int = Field(200, ge=1, le=1_000_000, description="Adam steps")
-    lr: float = Field(0.1, gt=0.0, description="Adam learning rate")
+    lr: float = Field(0.1, gt=0.0, le=10.0, description="Adam learning rate")
     schedule: Literal["cosine", "constant"] = Field(
         "cosine", description="lr annealed to 0 on a cosine, or constant"
     )
     order: float = Field(-1.0, ge=-4.0, le=4.0, description="s of the residual's H^s norm")
     data_weight: float = Field(
-        0.0, ge=0.0, description="factor on the relative L2 error (train_set mode only)"
+        0.0, ge=0.0, le=1e6, description="factor on the relative L2 error (train_set mode only)"
     )
-    init_scale: float = Field(1e-6, ge=0.0, description="scale of the new high-mode weights")
+    init_scale: float = Field(
+        1e-6, ge=0.0, le=1.0, description="scale of the new high-mode weights"
+    )
     split: Literal["train", "valid", "test"] = Field(
         "test", description="split evaluated; per_trajectory also refines on it"
     )
@@ -213,7 +220,7 @@ class Refine(StrictModel):
     subsample: Int | None = Field(
         None, ge=1, description="grid stride of the evaluated data (default: the training one)"
     )
-    batch_size: Int = Field(4, ge=1, description="train_set mode: windows per step")
+    batch_size: Int = Field(4, ge=1, le=65536, description="train_set mode: windows per step")
 
     @model_validator(mode="after")
     def _no_truth_at_test_time(self) -> Refine:
@@ -237,8 +244,8 @@ class TrainConfig(StrictModel):
     optimizer: Optimizer = Optimizer()
     scheduler: Scheduler = Scheduler()
     epochs: Int = Field(10, ge=1, le=1_000_000, description="training epochs")
-    batch_size: Int = Field(8, ge=1, description="global batch, split across DDP ranks")
-    eval_batch_size: Int | None = Field(None, ge=1, description="default: batch_size")
+    batch_size: Int = Field(8, ge=1, le=65536, description="global batch, split across DDP ranks")
+    eval_batch_size: Int | None = Field(None, ge=1, le=65536, description="default: batch_size")
     selection: Literal["valid_l2", "valid_h1"] = Field(
         "valid_l2", description="validation metric that picks best.pt"
     )

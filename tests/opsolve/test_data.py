@@ -72,7 +72,7 @@ def test_a_file_of_another_schema_is_refused(tmp_path):
     root = tmp_path / "well"
     (root / "data" / "train").mkdir(parents=True)
     write_dummy_data(str(root / "data" / "train" / "dummy.hdf5"))
-    with pytest.raises(UserError, match="not an opsolve-steady-1 dataset file"):
+    with pytest.raises(UserError, match="not a dataset file of this package"):
         SteadyDataset(root, "train")
     (root / "data" / "train" / "dummy.hdf5").write_bytes(b"not hdf5 at all")
     with pytest.raises(UserError, match="not a readable HDF5 file"):

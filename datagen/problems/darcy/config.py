@@ -11,14 +11,19 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from datagen.core.config import (
+    MAX_ITERATIONS,
     Boundary,
     DatasetName,
     GenerationConfig,
     Int,
+    InverseLength,
     OutputDir,
     RandomField,
     Resolution,
+    Scale,
+    Smoothness,
     StrictModel,
+    Tolerance,
 )
 
 # Defaults of each coefficient family: the FNO benchmark and the SKR paper.
@@ -41,17 +46,21 @@ class Coefficient(StrictModel):
         "piecewise_constant",
         description="piecewise_constant: high / low by the GRF's sign; lognormal: exp(GRF)",
     )
-    alpha: float | None = Field(
-        None, gt=1.0, description="GRF smoothness exponent (null: the family's)"
+    alpha: Smoothness | None = Field(
+        None, description="GRF smoothness exponent (null: the family's)"
     )
-    tau: float | None = Field(
-        None, gt=0.0, description="GRF inverse length scale (null: the family's)"
+    tau: InverseLength | None = Field(
+        None, description="GRF inverse length scale (null: the family's)"
     )
     boundary: Boundary | None = Field(
         None, description="GRF boundary: periodic or neumann (null: the family's)"
     )
-    high: float = Field(12.0, gt=0.0, description="piecewise_constant: a where the GRF is >= 0")
-    low: float = Field(3.0, gt=0.0, description="piecewise_constant: a where the GRF is < 0")
+    high: float = Field(
+        12.0, ge=1e-6, le=1e6, description="piecewise_constant: a where the GRF is >= 0"
+    )
+    low: float = Field(
+        3.0, ge=1e-6, le=1e6, description="piecewise_constant: a where the GRF is < 0"
+    )
 
     @model_validator(mode="after")
     def _fill_family_defaults(self) -> Coefficient:
@@ -70,9 +79,9 @@ class Forcing(StrictModel):
     kind: Literal["constant", "random"] = Field(
         "constant", description="constant (f = value) or random (f = value * GRF)"
     )
-    value: float = Field(1.0, description="the constant, or the scale of the random field")
-    alpha: float = Field(2.5, gt=1.0, description="random: GRF smoothness exponent")
-    tau: float = Field(7.0, gt=0.0, description="random: GRF inverse length scale")
+    value: Scale = Field(1.0, description="the constant, or the scale of the random field")
+    alpha: Smoothness = Field(2.5, description="random: GRF smoothness exponent")
+    tau: InverseLength = Field(7.0, description="random: GRF inverse length scale")
     boundary: Boundary = Field("periodic", description="random: GRF boundary, periodic or neumann")
 
     @model_validator(mode="after")
@@ -108,8 +117,10 @@ class DarcySolver(StrictModel):
     preconditioner: Literal["multigrid", "jacobi", "pyamg"] = Field(
         "multigrid", description="CG preconditioner: multigrid V-cycle, jacobi, or pyamg (CPU only)"
     )
-    tol: float = Field(1e-8, gt=0.0, lt=1.0, description="required true relative residual")
-    maxiter: Int = Field(500, ge=1, description="CG iterations before the direct fallback")
+    tol: Tolerance = Field(1e-8, description="required true relative residual")
+    maxiter: Int = Field(
+        500, ge=1, le=MAX_ITERATIONS, description="CG iterations before the direct fallback"
+    )
     cycle_precision: Literal["float32", "float64"] = Field(
         "float32", description="arithmetic of the multigrid V-cycle (CG stays float64)"
     )

@@ -5,16 +5,21 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from datagen.core.config import (
+    MAX_ITERATIONS,
+    MAX_STEPS,
     Boundary,
     DatasetName,
     GenerationConfig,
     Int,
+    InverseLength,
     OutputDir,
     Resolution,
+    Smoothness,
     StrictModel,
+    Tolerance,
 )
 from datagen.problems.darcy.config import Coefficient, FaceAverage
 
@@ -23,10 +28,10 @@ class InitialCondition(StrictModel):
     """Heat initial condition: a GRF (``alpha``, ``tau``, ``boundary``) times ``scale`` at the
     interior nodes, zero on the boundary."""
 
-    alpha: float = Field(2.5, gt=1.0, description="GRF smoothness exponent")
-    tau: float = Field(7.0, gt=0.0, description="GRF inverse length scale")
+    alpha: Smoothness = Field(2.5, description="GRF smoothness exponent")
+    tau: InverseLength = Field(7.0, description="GRF inverse length scale")
     boundary: Boundary = Field("periodic", description="GRF boundary, periodic or neumann")
-    scale: float = Field(1.0, gt=0.0, description="factor on the GRF (the scale of u(0))")
+    scale: float = Field(1.0, gt=0.0, le=1e8, description="factor on the GRF (the scale of u(0))")
 
 
 class HeatTime(StrictModel):
@@ -40,9 +45,9 @@ class HeatTime(StrictModel):
     """
 
     dt: float = Field(
-        1e-3, gt=0.0, description="largest time step (shortened to land on the records)"
+        1e-3, gt=0.0, le=1e3, description="largest time step (shortened to land on the records)"
     )
-    end: float = Field(0.05, gt=0.0, description="final time T")
+    end: float = Field(0.05, gt=0.0, le=1e6, description="final time T")
     records: Int = Field(
         10, ge=1, le=100000, description="snapshots evenly on (0, end], plus t = 0"
     )
@@ -50,6 +55,15 @@ class HeatTime(StrictModel):
         "crank_nicolson",
         description="backward_euler (first order, L-stable) or crank_nicolson (second)",
     )
+
+    @model_validator(mode="after")
+    def _bounded(self) -> HeatTime:
+        steps = self.records * self.steps_per_record()
+        if steps > MAX_STEPS:
+            raise ValueError(
+                f"end / dt = {steps:.3g} steps, more than {MAX_STEPS:.0e}: raise dt or lower end"
+            )
+        return self
 
     def steps_per_record(self) -> int:
         return max(1, math.ceil(self.end / self.records / self.dt * (1 - 1e-12)))
@@ -81,8 +95,10 @@ class HeatSolver(StrictModel):
     preconditioner: Literal["multigrid", "jacobi"] = Field(
         "multigrid", description="pcg: multigrid V-cycle (built once per unit) or jacobi"
     )
-    tol: float = Field(1e-8, gt=0.0, lt=1.0, description="true relative residual per step")
-    maxiter: Int = Field(500, ge=1, description="pcg: CG iterations per step before SuperLU")
+    tol: Tolerance = Field(1e-8, description="true relative residual per step")
+    maxiter: Int = Field(
+        500, ge=1, le=MAX_ITERATIONS, description="pcg: CG iterations per step before SuperLU"
+    )
     cycle_precision: Literal["float32", "float64"] = Field(
         "float32", description="arithmetic of the multigrid V-cycle (CG stays float64)"
     )

@@ -7,7 +7,20 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from datagen.core.config import Boundary, DatasetName, GenerationConfig, Int, OutputDir, StrictModel
+from datagen.core.config import (
+    MAX_ITERATIONS,
+    Boundary,
+    DatasetName,
+    GenerationConfig,
+    Int,
+    InverseLength,
+    OutputDir,
+    Scale,
+    Smoothness,
+    StrictModel,
+    Tolerance,
+    UnitInterval,
+)
 
 
 class Wavenumber(StrictModel):
@@ -17,11 +30,14 @@ class Wavenumber(StrictModel):
     """
 
     k0: float = Field(
-        30.0, gt=0.0, description="base wave number k0 (20 .. 80: about 3 .. 13 wavelengths)"
+        30.0,
+        gt=0.0,
+        le=1e4,
+        description="base wave number k0 (20 .. 80: about 3 .. 13 wavelengths)",
     )
     eps: float = Field(0.2, ge=0.0, lt=1.0, description="relative variation, < 1 keeps k > 0")
-    alpha: float = Field(2.0, gt=1.0, description="GRF G smoothness exponent")
-    tau: float = Field(3.0, gt=0.0, description="GRF G inverse length scale")
+    alpha: Smoothness = Field(2.0, description="GRF G smoothness exponent")
+    tau: InverseLength = Field(3.0, description="GRF G inverse length scale")
     boundary: Boundary = Field("neumann", description="GRF G boundary, periodic or neumann")
 
 
@@ -32,14 +48,13 @@ class Source(StrictModel):
     kind: Literal["gaussian", "random"] = Field(
         "gaussian", description="gaussian (one normalised bump for all samples) or random (a GRF)"
     )
-    value: float = Field(1.0, description="factor on the bump or the GRF (nonzero)")
-    center: tuple[float, float] = Field(
-        (0.5, 0.5),
-        description="gaussian: bump centre (x, y) on the unit square",
+    value: Scale = Field(1.0, description="factor on the bump or the GRF (nonzero)")
+    center: tuple[UnitInterval, UnitInterval] = Field(
+        (0.5, 0.5), description="gaussian: bump centre (x, y) on the unit square"
     )
-    width: float = Field(0.05, gt=0.0, description="gaussian: bump standard deviation")
-    alpha: float = Field(2.5, gt=1.0, description="random: GRF smoothness exponent (periodic GRF)")
-    tau: float = Field(7.0, gt=0.0, description="random: GRF inverse length scale")
+    width: float = Field(0.05, gt=0.0, le=1.0, description="gaussian: bump standard deviation")
+    alpha: Smoothness = Field(2.5, description="random: GRF smoothness exponent (periodic GRF)")
+    tau: InverseLength = Field(7.0, description="random: GRF inverse length scale")
 
     @model_validator(mode="after")
     def _nonzero(self) -> Source:
@@ -64,8 +79,10 @@ class HelmholtzSolver(StrictModel):
     method: Literal["auto", "skr", "gmres", "direct"] = Field(
         "auto", description="auto, skr, gmres or direct; see the section docstring"
     )
-    tol: float = Field(1e-8, gt=0.0, lt=1.0, description="required true relative residual")
-    maxiter: Int = Field(1000, ge=1, description="Krylov iterations before the direct fallback")
+    tol: Tolerance = Field(1e-8, description="required true relative residual")
+    maxiter: Int = Field(
+        1000, ge=1, le=MAX_ITERATIONS, description="Krylov iterations before the direct fallback"
+    )
     restart: Int = Field(
         100, ge=1, le=1000, description="Krylov vectors per cycle: m of GCRO-DR(m, k) and GMRES(m)"
     )
@@ -78,7 +95,7 @@ class HelmholtzSolver(StrictModel):
         description="skr: sort of the wave numbers; auto: greedy up to 2048 samples, else scalable",
     )
     warm_start: bool = Field(True, description="skr: start from the previous solution of the chain")
-    shift: float = Field(1.0, gt=0.0, description="damping beta of the shifted Laplacian")
+    shift: float = Field(1.0, gt=0.0, le=100.0, description="damping beta of the shifted Laplacian")
     cycle_precision: Literal["complex64", "complex128"] = Field(
         "complex64", description="arithmetic of the shifted-Laplacian V-cycle"
     )

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import Field, model_validator
 
-from datagen.core.config import DatasetName, GenerationConfig, Int, OutputDir, StrictModel
+from datagen.core.config import (
+    MAX_STEPS,
+    DatasetName,
+    GenerationConfig,
+    Int,
+    InverseLength,
+    OutputDir,
+    Smoothness,
+    StrictModel,
+)
 
 
 class InitialVorticity(StrictModel):
     """Initial vorticity: a periodic GRF (covariance as :class:`RandomField`) times ``scale``."""
 
-    alpha: float = Field(2.5, gt=1.0, description="GRF smoothness exponent")
-    tau: float = Field(7.0, gt=0.0, description="GRF inverse length scale")
+    alpha: Smoothness = Field(2.5, description="GRF smoothness exponent")
+    tau: InverseLength = Field(7.0, description="GRF inverse length scale")
     scale: float = Field(
-        1.0, gt=0.0, description="factor on the GRF (1.41421356: the FNO amplitude)"
+        1.0, gt=0.0, le=1e4, description="factor on the GRF (1.41421356: the FNO amplitude)"
     )
 
 
@@ -29,7 +39,7 @@ class VorticityForcing(StrictModel):
     kind: Literal["fno", "kolmogorov", "none"] = Field(
         "fno", description="fno, kolmogorov or none (unforced); see the section docstring"
     )
-    amplitude: float = Field(0.1, description="amplitude of the forcing")
+    amplitude: float = Field(0.1, ge=-1e4, le=1e4, description="amplitude of the forcing")
     wavenumber: Int = Field(1, ge=1, description="wave number k of the forcing")
 
 
@@ -45,18 +55,20 @@ class TimeStepping(StrictModel):
     """
 
     dt: float = Field(
-        1e-4, gt=0.0, description="largest time step (shortened to land on the records)"
+        1e-4, gt=0.0, le=1.0, description="largest time step (shortened to land on the records)"
     )
-    start: float = Field(0.0, ge=0.0, description="end of the unrecorded warm-up from t = 0")
-    end: float = Field(50.0, gt=0.0, description="final time")
-    records: Int = Field(50, ge=1, description="snapshots evenly on (start, end]")
+    start: float = Field(
+        0.0, ge=0.0, le=1e6, description="end of the unrecorded warm-up from t = 0"
+    )
+    end: float = Field(50.0, gt=0.0, le=1e6, description="final time")
+    records: Int = Field(50, ge=1, le=10**6, description="snapshots evenly on (start, end]")
     include_start: bool = Field(True, description="also record the state at start")
     scheme: Literal["heun_cn", "ifrk4"] = Field(
         "heun_cn", description="heun_cn (Crank-Nicolson / Heun, second order) or ifrk4 (fourth)"
     )
     adaptive: bool = Field(False, description="per sample, the largest steps <= dt below cfl_max")
     cfl_max: float = Field(
-        0.8, gt=0.0, description="CFL bound: stops the run, or caps adaptive steps"
+        0.8, gt=0.0, le=2.0, description="CFL bound: stops the run, or caps adaptive steps"
     )
 
     @model_validator(mode="after")
@@ -90,8 +102,8 @@ class NavierStokesConfig(GenerationConfig):
     store_fine: bool = Field(
         False, description="also write the solve grid to <output.dir>_<resolution>"
     )
-    viscosity: float = Field(1e-3, gt=0.0, description="kinematic viscosity nu")
-    drag: float = Field(0.0, ge=0.0, description="linear drag coefficient mu")
+    viscosity: float = Field(1e-3, gt=0.0, le=10.0, description="kinematic viscosity nu")
+    drag: float = Field(0.0, ge=0.0, le=1e3, description="linear drag coefficient mu")
     initial: InitialVorticity = InitialVorticity()
     forcing: VorticityForcing = VorticityForcing()
     time: TimeStepping = TimeStepping()
@@ -109,5 +121,18 @@ class NavierStokesConfig(GenerationConfig):
             raise ValueError(
                 f"store_resolution ({self.store_resolution}) must not exceed the solve "
                 f"resolution ({self.resolution})"
+            )
+        kept = (self.resolution - 1) // 3  # the 2/3 rule keeps |k| <= kept
+        if self.forcing.kind != "none" and self.forcing.wavenumber > kept:
+            raise ValueError(
+                f"forcing.wavenumber {self.forcing.wavenumber} is above the {kept} modes a "
+                f"{self.resolution} grid keeps (2/3 rule): use wavenumber <= {kept} or a finer "
+                "resolution"
+            )
+        steps = math.ceil(self.time.end / self.time.dt)
+        if steps > MAX_STEPS:
+            raise ValueError(
+                f"time.end / time.dt = {steps:.3g} steps, more than {MAX_STEPS:.0e}: raise "
+                "time.dt or lower time.end"
             )
         return self

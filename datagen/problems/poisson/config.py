@@ -11,9 +11,12 @@ from datagen.core.config import (
     Boundary,
     DatasetName,
     GenerationConfig,
+    InverseLength,
     OutputDir,
     Resolution,
+    Smoothness,
     StrictModel,
+    Tolerance,
 )
 from datagen.problems.darcy.config import Forcing
 
@@ -27,9 +30,9 @@ class DirichletData(StrictModel):
     kind: Literal["random", "zero"] = Field(
         "random", description="random (boundary trace of a GRF times value) or zero"
     )
-    value: float = Field(1.0, gt=0.0, description="scale of the random boundary data")
-    alpha: float = Field(2.5, gt=1.0, description="random: GRF smoothness exponent")
-    tau: float = Field(3.0, gt=0.0, description="random: GRF inverse length scale")
+    value: float = Field(1.0, gt=0.0, le=1e8, description="scale of the random boundary data")
+    alpha: Smoothness = Field(2.5, description="random: GRF smoothness exponent")
+    tau: InverseLength = Field(3.0, description="random: GRF inverse length scale")
     boundary: Boundary = Field("neumann", description="random: GRF boundary, periodic or neumann")
 
 
@@ -46,7 +49,7 @@ class PoissonSolver(StrictModel):
     method: Literal["auto", "dst", "direct"] = Field(
         "auto", description="dst (sine transforms), direct (SuperLU factored once) or auto (dst)"
     )
-    tol: float = Field(1e-10, gt=0.0, lt=1.0, description="required true relative residual")
+    tol: Tolerance = Field(1e-10, description="required true relative residual")
 
 
 class PoissonConfig(GenerationConfig):

@@ -22,6 +22,7 @@ from opsolve.norms import relative_bochner_l2
 from opsolve.residual import read_physics, residual_norm, with_context
 from opsolve.train.checkpoint import load_checkpoint
 from tests.conftest import ROOT, run_cli
+from tests.opsolve.train.test_train import write_config as write_steady_config
 
 SFNO = {
     "name": "spacetime_fno",
@@ -117,9 +118,19 @@ def test_user_errors_for_trajectory_configs(ns_data, small_dataset, tmp_path, ca
     bad.write_text(yaml.safe_dump(raw))
     assert main(["train", str(bad), "--no-progress"]) == 2
     assert "too large for input (x, y, t) grid (16, 16, 6)" in capsys.readouterr().err
-    darcy = write_config(tmp_path, small_dataset, tmp_path / "b", loss={"residual_weight": 1.0})
+    darcy = write_config(tmp_path, small_dataset, tmp_path / "b")
     assert main(["train", str(darcy), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "holds steady samples, but model 'spacetime_fno' maps trajectories" in err
+    assert "models for steady data: fno, mgno, tfno" in err
+    steady = write_steady_config(tmp_path, small_dataset, tmp_path / "c")
+    assert main(["train", str(steady), "loss.residual_weight=1.0", "--no-progress"]) == 2
     assert "residual_weight needs Navier-Stokes trajectory data" in capsys.readouterr().err
+    fno_on_ns = write_steady_config(tmp_path, ns_data, tmp_path / "d")
+    assert main(["train", str(fno_on_ns), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "holds trajectories, but model 'fno' maps steady fields" in err
+    assert "models for trajectories: fno3d, spacetime_fno" in err
 
 
 def test_rollout_evaluation_writes_curves_spectra_snapshots(sfno_run, ns_data, capsys):

@@ -246,11 +246,14 @@ def test_a_nan_loss_stops_with_one_line_and_keeps_the_last_checkpoint(
     assert _digest(last) == before
 
 
-def test_a_huge_learning_rate_diverges_cleanly(small_dataset, tmp_path, capsys):
-    config = write_config(tmp_path, small_dataset, tmp_path / "lr", optimizer={"lr": 1e30})
+def test_a_nan_in_the_first_epoch_says_no_checkpoint_exists(
+    small_dataset, tmp_path, capsys, monkeypatch
+):
+    config = write_config(tmp_path, small_dataset, tmp_path / "first")
+    monkeypatch.setenv("OPSOLVE_FAULT", "nan_at_step=2")  # epoch 1
     assert main(["train", str(config), "--no-progress"]) == 3
     err = capsys.readouterr().err.strip()
-    assert err.startswith("opsolve: training diverged: loss is") and err.count("\n") == 0
+    assert err.startswith("opsolve: training diverged: loss is nan") and err.count("\n") == 0
     assert "epoch 1" in err and "no checkpoint was written yet" in err
 
 
@@ -272,7 +275,7 @@ def _other_schema(tmp_path: Path) -> Path:
     [
         ("unknown_model", "model.name: unknown model 'unet'; registered: fno, fno3d, mgno, "),
         ("missing_data", "data.root: dataset directory"),
-        ("other_schema", "not an opsolve-steady-1 dataset file"),
+        ("other_schema", "not a dataset file of this package"),
         ("channels", "model.params.in_channels: 3 does not match the data, which has 1 (a)"),
         ("unknown_key", "unknown key 'optimiser'"),
         ("foreign_scheduler_key", "'step_size' does not apply to scheduler 'onecycle'"),
