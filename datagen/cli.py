@@ -36,9 +36,15 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     from datagen.core.schema import dataset_files
-    from datagen.verify import verify_file
+    from datagen.verify import dataset_problems, verify_file
 
     failed = 0
+    if Path(args.path).is_dir():
+        for problem in dataset_problems(args.path):
+            failed += 1
+            print(f"FAIL  {problem}")
+        if failed and not any((Path(args.path) / "data").rglob("*.hdf5")):
+            return 1
     for path in dataset_files(args.path):
         report = verify_file(path)
         if report.ok:
@@ -53,11 +59,14 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
+    from datagen.core.files import check_writable_file
     from datagen.core.schema import check_schema, dataset_files, open_dataset_file
-    from datagen.plots import plot_file
+    from datagen.plots import FIGURE_SUFFIXES, plot_file
     from datagen.problems.registry import get_problem
     from datagen.verify import describe_file
 
+    if args.figure:
+        check_writable_file(args.figure, "--figure", FIGURE_SUFFIXES)
     files = dataset_files(args.path)
     for path in files:
         print(describe_file(path))

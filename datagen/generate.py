@@ -14,6 +14,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -21,11 +22,13 @@ import yaml
 from datagen.core.config import GenerationConfig, dump_config
 from datagen.core.device import resolve_device
 from datagen.core.errors import UserError
-from datagen.core.files import atomic_write, write_text_atomic
+from datagen.core.files import atomic_write, check_writable_dir, write_text_atomic
 from datagen.core.progress import progress_bar
 from datagen.core.recipe import OutputDataset, Recipe, provenance
+from datagen.core.resources import check_resources
 from datagen.core.schema import (
     FORMATS,
+    PARTIAL,
     SPLITS,
     SplitWriter,
     field_statistics,
@@ -34,7 +37,6 @@ from datagen.core.schema import (
 )
 from datagen.problems.registry import get_problem
 
-PARTIAL = ".partial"
 Unit = tuple[str, int, int]  # (split, start, stop)
 
 
@@ -84,21 +86,43 @@ def prepare_output(cfg: GenerationConfig, roots: list[Path] | None = None) -> Pa
         raise UserError(f"output.dir: cannot write to {root} ({err.strerror or err})") from None
     stamp = work / "config.yaml"
     if stamp.exists() and stamp.read_text() != _comparable(cfg):
-        if not cfg.output.overwrite:
+        finished = len(list(work.rglob("*.npz")))
+        if finished and not cfg.output.overwrite:
+            changed = _first_difference(_read_stamp(stamp), yaml.safe_load(_comparable(cfg)))
             raise UserError(
-                f"{work} holds an interrupted run of a different config; re-run that config to "
-                "resume it, or pass --overwrite to discard it"
+                f"{work} holds {finished} finished work units of an interrupted run of another "
+                f"config (it differs at {changed}); re-run that config to resume it, or pass "
+                "--overwrite to discard them"
             )
-        shutil.rmtree(work)
+        shutil.rmtree(work)  # nothing finished to keep, or --overwrite
         work.mkdir(parents=True)
     write_text_atomic(stamp, _comparable(cfg))
     return work
 
 
+def _read_stamp(stamp: Path) -> dict:
+    try:
+        data = yaml.safe_load(stamp.read_text())
+    except yaml.YAMLError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _first_difference(old: Any, new: Any, prefix: str = "") -> str:
+    """The first dotted key where two config mappings differ, with both values."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            if old.get(key) != new.get(key):
+                return _first_difference(old.get(key), new.get(key), f"{prefix}{key}.")
+    return f"{prefix.rstrip('.')}: {old!r} there, {new!r} now"
+
+
 def generate(cfg: GenerationConfig, progress: bool = True) -> list[SplitSummary]:
     """Run a generation end to end (or resume one); returns a summary per non-empty split."""
+    check_writable_dir(cfg.output.dir, "output.dir")
     device = resolve_device(cfg.device)
     recipe = get_problem(cfg.problem).recipe(cfg, device, progress)
+    check_resources(recipe, device, Path(cfg.output.dir) / PARTIAL)
     return run_recipe(recipe, progress)
 
 

@@ -17,6 +17,9 @@ import numpy as np  # noqa: E402
 
 from datagen.core.schema import TRAJECTORY_FORMAT, open_dataset_file  # noqa: E402
 
+# The image formats of matplotlib's Agg canvas that ``--figure`` accepts.
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".webp", ".eps", ".ps", ".tif")
+
 
 def plot_samples(path: str | Path, out: str | Path, count: int = 4) -> Path:
     """Draw the first ``count`` samples of a steady dataset file, one row per sample.

@@ -14,8 +14,43 @@ import numpy as np
 import yaml
 
 from datagen.core.report import VerifyReport
-from datagen.core.schema import check_schema, open_dataset_file
+from datagen.core.schema import PARTIAL, SPLITS, check_schema, open_dataset_file, split_file
 from datagen.problems.registry import PROBLEMS
+
+
+def dataset_problems(root: str | Path) -> list[str]:
+    """What a dataset directory lacks against its own ``config.yaml``: an unfinished
+    generation (``.partial/``), the splits the config promises, their sample counts."""
+    root = Path(root)
+    problems = []
+    work = root / PARTIAL
+    if work.is_dir():
+        finished = len(list(work.rglob("*.npz")))
+        problems.append(
+            f"{root} is still being written, or its generation was interrupted ({work} holds "
+            f"{finished} finished work units): run the generate command again to finish it"
+        )
+    config = root / "config.yaml"
+    if not config.is_file():
+        return problems
+    try:
+        data = yaml.safe_load(config.read_text()) or {}
+        name, samples = data["name"], dict(data["samples"])
+    except (yaml.YAMLError, KeyError, TypeError, ValueError):
+        return [*problems, f"{config}: not a resolved generation config (no name or samples)"]
+    for split in SPLITS:
+        promised = int(samples.get(split, 0) or 0)
+        path = split_file(root, name, split)
+        if promised and not path.is_file():
+            problems.append(
+                f"the {split} split is missing: {path} (the config promises {promised})"
+            )
+        elif promised and path.is_file():
+            with open_dataset_file(path) as f:
+                held = int(f.attrs.get("n_trajectories", -1))
+            if held != promised:
+                problems.append(f"{path} holds {held} samples; the config promises {promised}")
+    return problems
 
 
 def verify_file(path: str | Path) -> VerifyReport:

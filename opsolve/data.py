@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from datagen.core.errors import UserError
+from datagen.core.files import existing_dir
 from datagen.core.schema import (
     FORMAT,
     SPLITS,
@@ -304,10 +305,7 @@ def grid_spacing(ds: SteadyDataset) -> float:
 
 
 def _dataset_dir(root: str | Path) -> Path:
-    root = Path(root)
-    if not root.is_dir():
-        raise UserError(f"data.root: dataset directory {root} does not exist")
-    return root
+    return existing_dir(root, "data.root")
 
 
 def _nonempty(ds: SteadyDataset | TrajectoryDataset, split: str, items: str):

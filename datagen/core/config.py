@@ -136,6 +136,8 @@ class GenerationConfig(StrictModel):
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping from ``path``; a missing file or a non-mapping is a UserError."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a directory, expected a YAML config file")
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
     try:
@@ -145,7 +147,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise UserError(f"{path} is not valid YAML{where}") from None
     if data is None:
-        data = {}
+        raise UserError(f"{path} is empty: a config holds at least the keys it sets")
     if not isinstance(data, dict):
         raise UserError(f"{path} must hold a YAML mapping of keys to values")
     return data

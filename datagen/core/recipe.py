@@ -13,6 +13,7 @@ diagnostics (:func:`diagnostic_arrays`) and the check that every solve succeeded
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -64,6 +65,9 @@ class Recipe:
             per-sample diagnostics of the file format. Sample ``i`` of a split must depend
             only on the config, the split and ``i`` (so a resumed run gives the same arrays).
         outputs: the datasets written from the units (the first is ``output.dir``).
+        unit_memory: ``batch -> bytes``: the peak memory of a work unit of ``batch``
+            samples (a model calibrated on measured peaks; :mod:`datagen.core.resources`
+            refuses a run whose unit does not fit).
         provenance: problem-specific attributes of every file's ``provenance/`` group
             (``solver_tol``, ...), beyond :func:`provenance`.
         notes: ``diagnostics of a whole split -> str`` for the summary table.
@@ -72,6 +76,7 @@ class Recipe:
     config: GenerationConfig
     solve_unit: Callable[[str, int, int], dict[str, np.ndarray]]
     outputs: list[OutputDataset]
+    unit_memory: Callable[[int], float]
     provenance: dict[str, Any] = field(default_factory=dict)
     notes: Callable[[dict[str, np.ndarray]], str] = lambda diagnostics: ""
 
@@ -125,6 +130,17 @@ def diagnostic_arrays(
         "sample_index": np.asarray(indices, dtype=np.int64),
         "seed": np.asarray(seeds, dtype=np.uint64),
     }
+
+
+def superlu_bytes(unknowns: int, complex_values: bool = False) -> float:
+    """Peak memory of one SuperLU factorization of a 5-point matrix with ``unknowns`` rows.
+
+    Fill grows like ``n log2 n`` for the minimum-degree ordering; 80 bytes per ``n log2 n``
+    (real) is the measured peak at 257^2 and 513^2 (benchmarks/unit_memory.py), twice that for
+    complex values.
+    """
+    n = max(unknowns, 2)
+    return 80.0 * n * math.log2(n) * (2 if complex_values else 1)
 
 
 def check_solves(

@@ -53,6 +53,7 @@ from datagen.core.files import replace_atomic, write_text_atomic
 FORMAT = "opsolve-steady-1"
 TRAJECTORY_FORMAT = "opsolve-trajectory-1"
 SPLITS = ("train", "valid", "test")
+PARTIAL = ".partial"  # DIR/.partial/: the shards of a generation not yet assembled
 WELL_FIELD_GROUPS = ("t0_fields", "t1_fields", "t2_fields")
 DIAGNOSTICS = {
     "iterations": np.int32,
@@ -252,6 +253,15 @@ def open_dataset_file(path: str | Path) -> Iterator[h5py.File]:
     try:
         handle = h5py.File(path, "r")
     except OSError as err:
+        if isinstance(err, BlockingIOError) or "unable to lock file" in str(err):
+            raise UserError(
+                f"{path}: is being written by another process; wait for it to finish"
+            ) from None
+        if path.name.endswith(".partial"):
+            raise UserError(
+                f"{path}: is a split file still being written (or left by an interrupted run); "
+                "run the generate command again to finish it"
+            ) from None
         reason = str(err).split("(")[0].strip().rstrip(":") or "unreadable"
         raise UserError(
             f"{path}: not a readable HDF5 file (truncated or corrupted?): {reason}"

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from datagen.core.errors import UserError
-from datagen.core.files import write_text_atomic
+from datagen.core.files import check_writable_dir, write_text_atomic
 from opsolve.data import open_split, open_windows
 from opsolve.eval.evaluate import evaluate_run
 from opsolve.eval.report import load_trained, write_report
@@ -116,6 +116,7 @@ def compare_runs(
     """
     if not runs:
         raise UserError("compare: give at least one run directory")
+    check_writable_dir(out, "--out")
     reports, labels = {}, set()
     for run in runs:
         if not RunPaths(Path(run)).metrics.is_file():

@@ -28,6 +28,7 @@ import torch
 
 from datagen.core.device import resolve_device
 from datagen.core.errors import UserError
+from datagen.core.files import check_writable_dir
 from opsolve.data import grid_spacing, open_split
 from opsolve.eval.report import load_trained, report_header, summarize, write_report
 from opsolve.eval.rollout import evaluate_trajectory_run
@@ -58,6 +59,7 @@ def evaluate_run(
         raise UserError("--batch-size must be >= 1 and --figures >= 0")
     run = Path(run)
     op, ckpt = load_trained(run, checkpoint)
+    check_writable_dir(run, "run directory")
     trained = ckpt["data"]
     if trained.get("kind") == "trajectory":
         return evaluate_trajectory_run(

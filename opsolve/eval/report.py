@@ -9,13 +9,23 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from datagen.core.errors import UserError
-from datagen.core.files import write_text_atomic
+from datagen.core.files import existing_dir, write_text_atomic
 from opsolve.models.registry import build_operator, load_state
 from opsolve.train.checkpoint import load_checkpoint
 
 CHECKPOINTS = ("best", "last", "refined")
+
+
+def _trained_model_name(run: Path) -> str | None:
+    """``model.name`` of the run's config.yaml (None when there is none or it is unreadable)."""
+    try:
+        data = yaml.safe_load((run / "config.yaml").read_text())
+        return str(data["model"]["name"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
 
 
 def summarize(values: np.ndarray) -> dict[str, float]:
@@ -52,9 +62,7 @@ def write_report(path: Path, report: dict[str, Any]) -> Path:
 
 def load_trained(run: str | Path, which: str = "best") -> tuple[torch.nn.Module, dict[str, Any]]:
     """The trained operator (physical units in and out, eval mode, CPU) and its checkpoint."""
-    run = Path(run)
-    if not run.is_dir():
-        raise UserError(f"run directory {run} does not exist")
+    run = existing_dir(run, "run directory")
     if which not in CHECKPOINTS:
         raise UserError(f"--checkpoint must be one of {', '.join(CHECKPOINTS)}, got {which!r}")
     path = run / "checkpoints" / f"{which}.pt"
@@ -62,6 +70,12 @@ def load_trained(run: str | Path, which: str = "best") -> tuple[torch.nn.Module,
         raise UserError(f"{run}: no {which} checkpoint (expected {path}); has training run?")
     ckpt = load_checkpoint(path)
     model = ckpt["model"]
+    trained = _trained_model_name(run)
+    if trained is not None and trained != model["name"]:
+        raise UserError(
+            f"{path} holds a {model['name']!r} model, but {run}/config.yaml trained {trained!r}: "
+            "the checkpoint belongs to another run"
+        )
     op = build_operator(model["name"], dict(model["params"]), None, ckpt["data"], (False, False))
     load_state(op, ckpt["state"], path)
     op.eval()

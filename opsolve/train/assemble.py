@@ -12,10 +12,10 @@ split and building an operator are shared with evaluation (:mod:`opsolve.data`,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from datagen.core.errors import UserError
+from datagen.core.files import existing_dir
 from opsolve.data import (
     SteadyDataset,
     TrajectoryDataset,
@@ -80,8 +80,7 @@ class Data:
 def load_data(cfg: TrainConfig, info: D.DistInfo) -> Data:
     """Open train and valid splits and the normalization statistics (rank 0 computes them)."""
     d = cfg.data
-    if not Path(d.root).is_dir():
-        raise UserError(f"data.root: dataset directory {d.root} does not exist")
+    existing_dir(d.root, "data.root")
     physics = None
     kind = dataset_kind(d.root)
     check_model_fits_data(cfg.model.name, kind, d.root)

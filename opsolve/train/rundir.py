@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from datagen.core.errors import UserError
-from datagen.core.files import atomic_write
+from datagen.core.files import atomic_write, check_writable_dir
 
 METRICS_HEADER = ["epoch", "train_loss", "valid_l2", "valid_h1", "lr", "seconds"]
 
@@ -61,9 +61,12 @@ def check_run_dir(paths: RunPaths, resume: bool, overwrite: bool) -> bool:
     if resume and overwrite:
         raise UserError("--resume and --overwrite exclude each other")
     root = paths.root
-    if root.exists() and not root.is_dir():
-        raise UserError(f"output.dir {root} exists and is not a directory")
+    check_writable_dir(root, "output.dir")
     occupied = root.is_dir() and any(root.iterdir())
+    if resume and not occupied:
+        raise UserError(
+            f"--resume: output.dir {root} holds no run to resume; drop --resume to start one"
+        )
     if occupied and not (resume or overwrite):
         raise UserError(
             f"output.dir {root} holds another run; pass --resume to continue it or "

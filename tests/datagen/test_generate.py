@@ -1,3 +1,4 @@
+import shutil
 import signal
 import subprocess
 import sys
@@ -159,13 +160,28 @@ def test_killed_generation_resumes_to_identical_arrays(tmp_path):
     assert not (out / ".partial").exists()
 
 
-def test_resume_with_a_different_config_is_refused(tmp_path, capsys):
+def test_resume_with_a_different_config_is_refused_and_names_the_key(tmp_path, capsys):
+    from datagen.generate import _comparable
+    from datagen.problems.registry import load_generation_config
+
     out = tmp_path / "other"
+    base = [str(SMALL_CONFIG), "resolution=17", f"output.dir={out}"]
+    (out / ".partial" / "train").mkdir(parents=True)
+    other = load_generation_config(base[0], [*base[1:], "seed=7"])
+    (out / ".partial" / "config.yaml").write_text(_comparable(other))
+    (out / ".partial" / "train" / "00000000-00000016.npz").write_bytes(b"finished unit")
+    assert main(["generate", *base, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds 1 finished work units of an interrupted run" in err
+    assert "differs at seed: 7 there, 0 now" in err and "--overwrite to discard them" in err
+
+
+def test_a_failed_run_without_finished_units_does_not_block_the_next(tmp_path, capsys):
+    out = tmp_path / "failed"
     (out / ".partial").mkdir(parents=True)
-    (out / ".partial" / "config.yaml").write_text("something else\n")
-    code = main(["generate", str(SMALL_CONFIG), f"output.dir={out}", "--no-progress"])
-    assert code == 2
-    assert "interrupted run of a different config" in capsys.readouterr().err
+    (out / ".partial" / "config.yaml").write_text("problem: darcy\nseed: 7\n")  # no shard
+    args = ["generate", str(SMALL_CONFIG), "resolution=17", f"output.dir={out}", "--no-progress"]
+    assert main(args) == 0, capsys.readouterr().err
 
 
 BAD_OVERRIDES = [

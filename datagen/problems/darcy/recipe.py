@@ -23,6 +23,7 @@ from datagen.core.recipe import (
     check_solves,
     diagnostic_arrays,
     stream,
+    superlu_bytes,
 )
 from datagen.core.schema import FieldSpec, FileLayout
 from datagen.linalg.krylov import SolveInfo
@@ -78,6 +79,27 @@ def choose_method(cfg: DarcyConfig, device: torch.device) -> str:
     if cfg.solver.method != "auto":
         return cfg.solver.method
     return "pcg" if device.type == "cuda" or cfg.resolution >= AUTO_PCG_FROM else "direct"
+
+
+def unit_memory(cfg: DarcyConfig, device: torch.device, batch: int) -> float:
+    """Peak bytes of a work unit of ``batch`` samples (measured, benchmarks/unit_memory.py).
+
+    Per sample and node: about 300 bytes for batched CG with the float32 V-cycle (CG's vectors
+    in float64, the hierarchy, the stored fields; 400 with a float64 cycle, 400 more for PyAMG's
+    hierarchies); SKR keeps per chain its recycled vectors and 40 search directions with their
+    images; SuperLU factors one sample at a time.
+    """
+    sol, nodes = cfg.solver, cfg.resolution**2
+    method = choose_method(cfg, device)
+    if method == "direct":
+        return superlu_bytes((cfg.resolution - 2) ** 2) + 64.0 * nodes * batch
+    per_sample = (300.0 if sol.cycle_precision == "float32" else 400.0) + 400.0 * (
+        sol.preconditioner == "pyamg"
+    )
+    if method == "pcg":
+        return per_sample * nodes * batch
+    chains = min(sol.chains, batch)
+    return chains * (2 * sol.recycle + 92) * 8.0 * nodes + 200.0 * nodes * batch
 
 
 def solve_darcy(
@@ -147,5 +169,6 @@ def recipe(cfg: DarcyConfig, device: torch.device, progress: bool = True) -> Rec
         config=cfg,
         solve_unit=lambda split, start, stop: solve_unit(cfg, split, start, stop, device),
         outputs=[OutputDataset(Path(cfg.output.dir), layout)],
+        unit_memory=lambda batch: unit_memory(cfg, device, batch),
         provenance={"solver_tol": cfg.solver.tol},
     )

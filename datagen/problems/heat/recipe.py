@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from datagen.core.fields import gaussian_random_field, sample_seed
-from datagen.core.recipe import STREAM_FORCING, OutputDataset, Recipe, stream
+from datagen.core.recipe import STREAM_FORCING, OutputDataset, Recipe, stream, superlu_bytes
 from datagen.core.schema import TRAJECTORY_FORMAT, FieldSpec, FileLayout
 from datagen.problems.darcy.recipe import coefficient_fields
 from datagen.problems.heat.config import HeatConfig
@@ -44,6 +44,23 @@ def heat_fields(
     return a.astype(store).astype(np.float64), u0.astype(store).astype(np.float64), seeds
 
 
+def choose_method(cfg: HeatConfig, device: torch.device) -> str:
+    """Resolve ``solver.method: auto``: SuperLU on the CPU, batched CG on a GPU."""
+    if cfg.solver.method != "auto":
+        return cfg.solver.method
+    return "pcg" if device.type == "cuda" else "direct"
+
+
+def unit_memory(cfg: HeatConfig, device: torch.device, batch: int) -> float:
+    """Peak bytes of a work unit of ``batch`` trajectories (measured, benchmarks/unit_memory.py):
+    per trajectory and node the records in float64 (kept three times over) and the solver's
+    vectors (about 300 bytes for batched CG); SuperLU factors one trajectory at a time."""
+    nodes, records = cfg.resolution**2, cfg.time.records + 1
+    if choose_method(cfg, device) == "direct":
+        return superlu_bytes((cfg.resolution - 2) ** 2) + (24.0 * records + 60) * nodes * batch
+    return (300.0 + 32.0 * records) * nodes * batch
+
+
 def solve_unit(
     cfg: HeatConfig, split: str, start: int, stop: int, device: torch.device
 ) -> dict[str, np.ndarray]:
@@ -52,7 +69,7 @@ def solve_unit(
     a, u0, seeds = heat_fields(cfg, split, indices, device)
     t, sol = cfg.time, cfg.solver
     at = torch.from_numpy(a).to(device)
-    method = sol.method if sol.method != "auto" else ("pcg" if device.type == "cuda" else "direct")
+    method = choose_method(cfg, device)
     if method == "direct":
         out = simulate_direct(
             at, torch.from_numpy(u0), t.step(), t.steps_per_record(), t.records, t.scheme,
@@ -118,6 +135,7 @@ def recipe(cfg: HeatConfig, device: torch.device, progress: bool = True) -> Reci
         config=cfg,
         solve_unit=lambda split, start, stop: solve_unit(cfg, split, start, stop, device),
         outputs=[OutputDataset(Path(cfg.output.dir), layout)],
+        unit_memory=lambda batch: unit_memory(cfg, device, batch),
         provenance={"solver_tol": cfg.solver.tol},
         notes=notes,
     )

@@ -33,6 +33,7 @@ from datagen.core.recipe import (
     check_solves,
     diagnostic_arrays,
     stream,
+    superlu_bytes,
 )
 from datagen.core.schema import FieldSpec, FileLayout
 from datagen.linalg.chains import solve_chains as run_chains
@@ -55,6 +56,22 @@ def choose_method(cfg: HelmholtzConfig, device: torch.device) -> str:
     if cfg.solver.method != "auto":
         return cfg.solver.method
     return "skr" if device.type == "cuda" else "direct"
+
+
+def unit_memory(cfg: HelmholtzConfig, device: torch.device, batch: int) -> float:
+    """Peak bytes of a work unit of ``batch`` samples (complex128; measured,
+    benchmarks/unit_memory.py): GMRES holds for every system its Krylov basis and the
+    preconditioned one (``2 restart`` vectors); SKR does so per chain, with the recycled
+    vectors, and keeps about 2.7 kB per sample and node; SuperLU factors one sample at a time."""
+    sol, nodes = cfg.solver, cfg.resolution**2
+    method = choose_method(cfg, device)
+    if method == "direct":
+        return superlu_bytes(nodes, complex_values=True) + 100.0 * nodes * batch
+    vectors = 2 * sol.restart + 20
+    if method == "gmres":
+        return 2.25 * vectors * 16.0 * nodes * batch
+    chains = min(sol.chains, batch)
+    return 1.2 * (vectors + 3 * sol.recycle) * 16.0 * nodes * chains + 2700.0 * nodes * batch
 
 
 def helmholtz_fields(
@@ -178,5 +195,6 @@ def recipe(cfg: HelmholtzConfig, device: torch.device, progress: bool = True) ->
         config=cfg,
         solve_unit=lambda split, start, stop: solve_unit(cfg, split, start, stop, device),
         outputs=[OutputDataset(Path(cfg.output.dir), layout)],
+        unit_memory=lambda batch: unit_memory(cfg, device, batch),
         provenance={"solver_tol": cfg.solver.tol},
     )

@@ -105,6 +105,18 @@ def solve_unit(
     return unit
 
 
+def unit_memory(cfg: NavierStokesConfig, batch: int) -> float:
+    """Peak bytes of a work unit of ``batch`` trajectories (measured,
+    benchmarks/unit_memory.py): about 150 bytes per node of the solve grid in float32 (twice in
+    float64) for the spectral state and stages, and the stored records about seven times over
+    (recorded, stacked, converted, written and read back)."""
+    solve = 150.0 * (2 if cfg.precision == "float64" else 1) * cfg.resolution**2
+    itemsize = 8 if cfg.storage_dtype == "float64" else 4
+    stored = cfg.store_resolution**2 + cfg.store_fine * cfg.resolution**2
+    records = len(cfg.time.record_times())
+    return (solve + 7.0 * records * stored * itemsize) * batch
+
+
 def fine_root(cfg: NavierStokesConfig) -> Path:
     """Directory of the solve-grid copy (``store_fine``): ``<output.dir>_<resolution>``."""
     return Path(f"{cfg.output.dir.rstrip('/')}_{cfg.resolution}")
@@ -168,6 +180,7 @@ def recipe(cfg: NavierStokesConfig, device: torch.device, progress: bool = True)
         config=cfg,
         solve_unit=lambda split, a, b: solve_unit(cfg, split, a, b, device, progress),
         outputs=outputs,
+        unit_memory=lambda batch: unit_memory(cfg, batch),
         provenance={"forcing_kind": cfg.forcing.kind},
         notes=notes,
     )

@@ -28,6 +28,7 @@ from datagen.core.recipe import (
     check_solves,
     diagnostic_arrays,
     stream,
+    superlu_bytes,
 )
 from datagen.core.schema import FieldSpec, FileLayout
 from datagen.problems.poisson.config import PoissonConfig
@@ -85,6 +86,15 @@ def poisson_fields(
     return *rounded, seeds
 
 
+def unit_memory(cfg: PoissonConfig, batch: int) -> float:
+    """Peak bytes of a work unit of ``batch`` samples: about 100 bytes per sample and node
+    (loads, solutions, transforms; measured, benchmarks/unit_memory.py), plus the one SuperLU
+    factor for ``direct``."""
+    s = cfg.resolution
+    factor = superlu_bytes((s - 2) ** 2) if choose_method(cfg) == "direct" else 0.0
+    return factor + 100.0 * s * s * batch
+
+
 def solve_unit(
     cfg: PoissonConfig,
     split: str,
@@ -128,5 +138,6 @@ def recipe(cfg: PoissonConfig, device: torch.device, progress: bool = True) -> R
         config=cfg,
         solve_unit=lambda split, start, stop: solve_unit(cfg, split, start, stop, device, factor),
         outputs=[OutputDataset(Path(cfg.output.dir), layout)],
+        unit_memory=lambda batch: unit_memory(cfg, batch),
         provenance={"solver_tol": cfg.solver.tol},
     )

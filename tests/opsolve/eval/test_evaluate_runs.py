@@ -72,7 +72,7 @@ def test_evaluate_other_split_and_last_checkpoint(trained_run, capsys):
     "args, message",
     [
         (["evaluate", "{tmp}/nothing"], "run directory"),
-        (["evaluate", "{run}", "--data", "{tmp}/nothing"], "data.root: dataset directory"),
+        (["evaluate", "{run}", "--data", "{tmp}/nothing"], "data.root: directory"),
         (["evaluate", "{run}", "--subsample", "0"], "subsample must be an integer >= 1"),
     ],
 )

@@ -274,7 +274,7 @@ def _other_schema(tmp_path: Path) -> Path:
     "case, message",
     [
         ("unknown_model", "model.name: unknown model 'unet'; registered: fno, fno3d, mgno, "),
-        ("missing_data", "data.root: dataset directory"),
+        ("missing_data", "data.root: directory"),
         ("other_schema", "not a dataset file of this package"),
         ("channels", "model.params.in_channels: 3 does not match the data, which has 1 (a)"),
         ("unknown_key", "unknown key 'optimiser'"),
