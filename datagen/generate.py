@@ -12,6 +12,7 @@ written under a temporary name and renamed into place, then ``stats.yaml`` and
 from __future__ import annotations
 
 import shutil
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,10 +137,15 @@ def run_recipe(recipe: Recipe, progress: bool = True) -> list[SplitSummary]:
         for start in range(0, n, recipe.batch_size)
     ]
     shard = {u: work / u[0] / f"{u[1]:08d}-{u[2]:08d}.npz" for u in units}
+    damaged = [shard[u] for u in units if shard[u].exists() and not _readable(shard[u])]
+    for path in damaged:  # written atomically, so only damaged from outside: solve it again
+        path.unlink()
     done = sum(u[2] - u[1] for u in units if shard[u].exists())
     total = sum(u[2] - u[1] for u in units)
     bar = progress_bar(total, initial=done, desc=recipe.name, unit="sample", enabled=progress)
     with bar:
+        for path in damaged:
+            bar.write(f"{path}: unreadable (truncated or damaged); its unit is solved again")
         for unit in units:
             if shard[unit].exists():
                 continue
@@ -164,6 +170,15 @@ def run_recipe(recipe: Recipe, progress: bool = True) -> list[SplitSummary]:
         write_text_atomic(out.root / "config.yaml", dump_config(cfg))
     shutil.rmtree(work)
     return summaries
+
+
+def _readable(path: Path) -> bool:
+    """Whether a shard's archive is whole (every member's checksum holds)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None and bool(archive.namelist())
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return False
 
 
 def _assemble_split(

@@ -80,6 +80,7 @@ class SteadyDataset(Dataset):
             self.size = int(f["dimensions"]["x"].shape[0])
             self.n = int(f.attrs["n_trajectories"])
             self.dataset_name = str(f.attrs["dataset_name"])
+        _check_subsample(subsample, self.size, self.resolution)
         varying = [k for k, v in self.steady.items() if v and k != "u"]
         self.inputs = inputs if inputs is not None else varying
         self.outputs = outputs if outputs is not None else ["u"]
@@ -90,7 +91,12 @@ class SteadyDataset(Dataset):
                 )
         if limit is not None:
             self.n = min(self.n, int(limit))
-        self.stats = load_statistics(self.root) if (normalize_inputs or normalize_outputs) else None
+        normalized = [*self.inputs, *self.outputs]
+        self.stats = (
+            load_statistics(self.root, normalized)
+            if (normalize_inputs or normalize_outputs)
+            else None
+        )
         self.normalize_inputs = normalize_inputs
         self.normalize_outputs = normalize_outputs
         self._file: h5py.File | None = None
@@ -192,6 +198,7 @@ class TrajectoryDataset(Dataset):
             self.times = np.asarray(f["dimensions"]["time"][...], dtype=np.float64)
         self.trajectories = shape[0] if limit is None else min(shape[0], int(limit))
         self.records, self.size = shape[1], shape[-1]
+        _check_subsample(subsample, self.size, len(range(0, self.size, subsample)))
         span = input_steps + output_steps
         if span > self.records:
             raise UserError(
@@ -203,7 +210,7 @@ class TrajectoryDataset(Dataset):
         self.subsample, self.field = subsample, field
         self.shift, self.scale = 0.0, 1.0
         if normalize:
-            stats = load_statistics(self.root)
+            stats = load_statistics(self.root, [field])
             self.shift = float(stats["mean"][field])
             self.scale = float(stats["std"][field]) or 1.0
         self._file: h5py.File | None = None
@@ -255,6 +262,18 @@ class TrajectoryDataset(Dataset):
         return state
 
 
+MIN_NODES = 4  # nodes per side a subsampled grid keeps at least
+
+
+def _check_subsample(subsample: int, size: int, kept: int) -> None:
+    if kept < MIN_NODES:
+        most = max(1, (size - 1) // (MIN_NODES - 1))
+        raise UserError(
+            f"subsample: {subsample} leaves {kept} x {kept} of the {size} x {size} grid; at "
+            f"least {MIN_NODES} nodes per side are needed (subsample <= {most})"
+        )
+
+
 def _check_format(f: h5py.File, path: Path, expected: str) -> None:
     """A UserError unless ``f`` is a dataset file of format ``expected``; a file of the other
     format is named as such, with the class that reads it."""
@@ -280,14 +299,17 @@ def dataset_kind(root: str | Path) -> str:
         return "trajectory" if f.attrs.get("opsolve_format") == TRAJECTORY_FORMAT else "steady"
 
 
-def load_statistics(root: str | Path) -> dict:
-    """Normalization statistics of a dataset (``root/stats.yaml``), computed once if missing."""
+def load_statistics(root: str | Path, fields: list[str] | None = None) -> dict:
+    """Normalization statistics of a dataset (``root/stats.yaml``), computed once if missing.
+
+    ``fields``: those the caller normalizes; a stored file that lacks one is a UserError.
+    """
     root = Path(root)
-    stats = read_stats(root)
+    train = sorted((root / "data" / "train").glob("*.hdf5"))
+    if not train:
+        raise UserError(f"{root}: no train split to compute normalization statistics from")
+    stats = read_stats(root, fields)
     if stats is None:
-        train = sorted((root / "data" / "train").glob("*.hdf5"))
-        if not train:
-            raise UserError(f"{root}: no train split to compute normalization statistics from")
         with open_dataset_file(train[0]) as f:
             names = [str(k) for k in f["t0_fields"].attrs["field_names"]]
         stats = field_statistics(train[0], names)

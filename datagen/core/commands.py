@@ -1,16 +1,19 @@
 """What the ``datagen`` and ``opsolve`` commands share: overrides anywhere on the line, and
 every expected failure as one line on stderr with its exit status (no traceback).
 
-Exit statuses: 0 success, 2 a user error (:class:`UserError`: bad config, file, path or
-value), 3 a failure of the computation the command names (a solve, a training), 130
-interrupted, 141 output piped into a reader that closed. Anything else that escapes is a bug
-and keeps its traceback.
+Exit statuses (docs/errors.md): 0 success, 1 ``datagen verify`` found a bad file, 2 a user
+error (:class:`UserError`: bad config, file, path or value), 3 a failure of the computation the
+command names (a solve, a training) or a disk that filled up during the run, 130 interrupted
+(Ctrl-C), 143 terminated (SIGTERM), 141 output piped into a reader that closed. Anything else
+that escapes is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,6 +33,23 @@ class Failure:
 
 
 USER_ERROR = Failure(UserError, 2, "error")
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program stands so that it ends as after Ctrl-C."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def _disk_full(err: OSError) -> bool:
+    """Whether ``err`` (an OSError, or h5py's wrapping of one) says the disk or quota is full."""
+    text = str(err)
+    return err.errno in DISK_FULL or any(
+        phrase in text for phrase in ("No space left", "Disk quota exceeded", "File too large")
+    )
 
 
 def parse_command_line(
@@ -67,10 +87,14 @@ def run_command(
     """
     kinds = tuple(f.kind for f in failures)
     try:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread: leave SIGTERM as it is
+        previous = None
+    try:
         return call()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         print(f"{prog}: interrupted; {interrupted}", file=sys.stderr)
-        return 130
+        return 143 if isinstance(err, Terminated) else 130
     except BrokenPipeError:  # output piped into a closed reader (``| head``): end quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
@@ -79,3 +103,17 @@ def run_command(
         if speak:
             print(f"{prog}: {failure.label}: {err}{failure.hint}", file=sys.stderr)
         return failure.status
+    except OSError as err:
+        if not _disk_full(err):
+            raise
+        if speak:
+            where = f" writing {err.filename}" if err.filename else ""
+            print(
+                f"{prog}: no space left on the device{where} (or the file-size limit reached): "
+                f"free space and {interrupted}",
+                file=sys.stderr,
+            )
+        return 3
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

@@ -2,9 +2,9 @@
 
 On a terminal a bar redraws in place (tqdm). Anywhere else (a CI log, ``command > log``, a
 notebook's captured stderr) redraws would pile up as carriage returns, megabytes of them over
-a training run; there a bar writes one plain line at most every :data:`LOG_INTERVAL` seconds,
-and its last state when it closes. Bars nested inside another (``nested=True``) only show on
-a terminal.
+a training run; there a bar writes one plain line to stdout at most every :data:`LOG_INTERVAL`
+seconds, and its last state when it closes, so that stderr holds only errors. Bars nested
+inside another (``nested=True``) only show on a terminal.
 """
 
 from __future__ import annotations
@@ -62,8 +62,9 @@ def progress_bar(
     ``enabled=False`` gives a silent bar (same interface); ``nested`` bars (inner loops,
     ``leave=False``) are silent off a terminal. ``options`` go to tqdm.
     """
-    stream = file if file is not None else sys.stderr
-    interactive = on_terminal(stream)
+    interactive = on_terminal(file if file is not None else sys.stderr)
+    # Off a terminal the lines go to stdout, so that stderr holds only what went wrong.
+    stream = file if file is not None else sys.stderr if interactive else sys.stdout
     silent = not enabled or (nested and not interactive)
     kind = tqdm if interactive else LogBar
     return kind(

@@ -94,12 +94,17 @@ def sample_blocks(
         block = {}
         for name in names:
             ds = fields[name]
-            data = ds[start:stop] if ds.attrs["sample_varying"] else ds[...]
-            block[name] = np.asarray(data, dtype=np.float64)
-            if not np.all(np.isfinite(block[name])):
-                report.problems.append(
-                    f"field {name!r} has NaN or inf in samples {start}..{stop - 1}"
-                )
+            varying = bool(ds.attrs["sample_varying"])
+            block[name] = np.asarray(ds[start:stop] if varying else ds[...], dtype=np.float64)
+            finite = np.isfinite(block[name])
+            if finite.all():
+                continue
+            if varying:
+                bad = start + np.flatnonzero(~finite.reshape(len(finite), -1).all(axis=1))
+                more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+                report.problems.append(f"field {name!r} has NaN or inf in sample {bad[0]}{more}")
+            else:
+                report.problems.append(f"field {name!r} (shared by all samples) has NaN or inf")
         if report.problems:
             return
         yield start, block

@@ -404,9 +404,33 @@ def write_stats(root: Path, stats: dict[str, Any]) -> Path:
     return path
 
 
-def read_stats(root: Path) -> dict[str, Any] | None:
-    """Statistics stored by :func:`write_stats`, or None if absent."""
+STATISTICS = ("mean", "std", "rms", "min", "max")
+
+
+def read_stats(root: Path, fields: list[str] | None = None) -> dict[str, Any] | None:
+    """Statistics stored by :func:`write_stats`, or None if absent.
+
+    A file that is not valid YAML, lacks one of :data:`STATISTICS` or one of ``fields``, or
+    holds a value that is not a finite number is a UserError saying how to recompute it.
+    """
     path = Path(root) / "stats.yaml"
     if not path.is_file():
         return None
-    return yaml.safe_load(path.read_text())
+    fix = f"delete {path} and it is computed again from the train split"
+    try:
+        stats = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        raise UserError(f"{path} is not valid YAML; {fix}") from None
+    if not isinstance(stats, dict):
+        raise UserError(f"{path} does not hold statistics per field; {fix}")
+    for kind in STATISTICS:
+        values = stats.get(kind)
+        if not isinstance(values, dict):
+            raise UserError(f"{path} lacks the {kind!r} statistics; {fix}")
+        for name in fields or values:
+            value = values.get(name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise UserError(f"{path}: {kind} of field {name!r} is missing; {fix}")
+            if not np.isfinite(value):
+                raise UserError(f"{path}: {kind} of field {name!r} is {value}; {fix}")
+    return stats

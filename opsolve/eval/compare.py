@@ -25,6 +25,7 @@ from datagen.core.files import check_writable_dir, write_text_atomic
 from opsolve.data import open_split, open_windows
 from opsolve.eval.evaluate import evaluate_run
 from opsolve.eval.report import load_trained, write_report
+from opsolve.models.registry import count_parameters
 from opsolve.plots import plot_comparison_samples, plot_validation_curves
 from opsolve.train.rundir import RunPaths, read_metrics
 
@@ -137,7 +138,7 @@ def compare_runs(
     rows = {}
     for label, (run, report) in reports.items():
         op, _ = load_trained(run)
-        parameters = sum(p.numel() for p in op.parameters())
+        parameters = count_parameters(op.model)
         rows[label] = comparison_row(report, read_metrics(RunPaths(Path(run)).metrics), parameters)
 
     out = Path(out)

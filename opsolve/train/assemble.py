@@ -105,11 +105,12 @@ def load_data(cfg: TrainConfig, info: D.DistInfo) -> Data:
         )
     stats = None
     if d.normalize.inputs or d.normalize.outputs:
+        fields = sorted({*train.inputs, *train.outputs})
         if info.is_main:
-            stats = load_statistics(d.root)  # computed and stored once if missing
+            stats = load_statistics(d.root, fields)  # computed and stored once if missing
         D.barrier(info)
         if not info.is_main:
-            stats = load_statistics(d.root)
+            stats = load_statistics(d.root, fields)
     return Data(train=train, valid=valid, stats=stats, spacing=spacing, physics=physics)
 
 

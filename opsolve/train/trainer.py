@@ -179,7 +179,7 @@ def _compare_configs(old: dict[str, Any], new: dict[str, Any], prefix: str = "")
     """The first key where two resolved configs differ (``data.num_workers`` may differ)."""
     for key in sorted(set(old) | set(new)):
         name = f"{prefix}{key}"
-        if name == "data.num_workers":
+        if name in ("data.num_workers", "output.dir"):  # neither changes the run
             continue
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):

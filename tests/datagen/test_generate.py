@@ -1,4 +1,3 @@
-import shutil
 import signal
 import subprocess
 import sys

@@ -58,20 +58,25 @@ def choose_method(cfg: HelmholtzConfig, device: torch.device) -> str:
     return "skr" if device.type == "cuda" else "direct"
 
 
+KRYLOV_WORKSPACE = 4e8  # bytes GMRES / SKR hold at any size (measured at 129^2)
+
+
 def unit_memory(cfg: HelmholtzConfig, device: torch.device, batch: int) -> float:
     """Peak bytes of a work unit of ``batch`` samples (complex128; measured,
     benchmarks/unit_memory.py): GMRES holds for every system its Krylov basis and the
     preconditioned one (``2 restart`` vectors); SKR does so per chain, with the recycled
-    vectors, and keeps about 2.7 kB per sample and node; SuperLU factors one sample at a time."""
+    vectors, and keeps about 2.7 kB per sample and node; both hold about 0.4 GB more at any size
+    (measured at 129^2); SuperLU factors one sample at a time."""
     sol, nodes = cfg.solver, cfg.resolution**2
     method = choose_method(cfg, device)
     if method == "direct":
         return superlu_bytes(nodes, complex_values=True) + 100.0 * nodes * batch
     vectors = 2 * sol.restart + 20
     if method == "gmres":
-        return 2.25 * vectors * 16.0 * nodes * batch
+        return KRYLOV_WORKSPACE + 2.25 * vectors * 16.0 * nodes * batch
     chains = min(sol.chains, batch)
-    return 1.2 * (vectors + 3 * sol.recycle) * 16.0 * nodes * chains + 2700.0 * nodes * batch
+    krylov = 1.2 * (vectors + 3 * sol.recycle) * 16.0 * nodes * chains
+    return KRYLOV_WORKSPACE + krylov + 2700.0 * nodes * batch
 
 
 def helmholtz_fields(
