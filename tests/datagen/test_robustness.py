@@ -175,3 +175,16 @@ def test_an_empty_config_is_refused(tmp_path, capsys):
     empty.write_text("")
     assert main(["generate", str(empty), f"output.dir={tmp_path / 'x'}"]) == 2
     assert "is empty" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_a_file_another_process_writes_is_named_so(tmp_path):
+    out = tmp_path / "locked"
+    assert main(["generate", *TINY, f"output.dir={out}", "--no-progress"]) == 0
+    path = next((out / "data" / "train").glob("*.hdf5"))
+    with h5py.File(path, "r+"):  # held open for writing, as by a running generation
+        result = subprocess.run(
+            [sys.executable, "-m", "datagen.cli", "verify", str(path)],
+            cwd=ROOT, capture_output=True, text=True,
+        )  # fmt: skip
+    assert result.returncode == 2
+    assert "is being written by another process" in result.stderr
