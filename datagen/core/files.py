@@ -65,16 +65,6 @@ def existing_dir(path: str | Path, what: str) -> Path:
     return path
 
 
-def existing_file(path: str | Path, what: str) -> Path:
-    """``path`` as a file that exists; a UserError naming ``what`` otherwise."""
-    path = Path(path)
-    if path.is_dir():
-        raise UserError(f"{what}: {path} is a directory, expected a file")
-    if not path.is_file():
-        raise UserError(f"{what}: file {path} does not exist")
-    return path
-
-
 def check_writable_dir(path: str | Path, what: str) -> None:
     """A UserError unless ``path`` is (or can be created as) a directory this process can
     write in. Nothing is left behind: the probe is a temporary directory, removed at once."""
