@@ -28,7 +28,6 @@ from datagen.core.progress import progress_bar
 from datagen.core.recipe import OutputDataset, Recipe, provenance
 from datagen.core.resources import check_resources
 from datagen.core.schema import (
-    FORMATS,
     PARTIAL,
     SPLITS,
     SplitWriter,
@@ -201,7 +200,7 @@ def _assemble_split(
         provenance=provenance(cfg, **recipe.provenance),
         dtype=cfg.storage_dtype,
     )
-    diagnostic_keys = [*FORMATS[out.layout.file_format], "method"]
+    diagnostic_keys = out.layout.diagnostics
     collected: dict[str, list] = {key: [] for key in diagnostic_keys}
     try:
         for unit in units:

@@ -78,6 +78,7 @@ class SteadyDataset(Dataset):
             names = [str(k) for k in fields.attrs["field_names"]]
             self.steady = {k: bool(fields[k].attrs["sample_varying"]) for k in names}
             self.size = int(f["dimensions"]["x"].shape[0])
+            self.ndim = int(f.attrs["n_spatial_dims"])
             self.n = int(f.attrs["n_trajectories"])
             self.dataset_name = str(f.attrs["dataset_name"])
         _check_subsample(subsample, self.size, self.resolution)
@@ -120,9 +121,13 @@ class SteadyDataset(Dataset):
         ds = self._handle()["t0_fields"][name]
         r = self.subsample
         if ds.attrs["sample_varying"]:
-            data = ds[(index,) + (0,) * int(ds.attrs["time_varying"]) + (slice(None, None, r),) * 2]
+            data = ds[
+                (index,)
+                + (0,) * int(ds.attrs["time_varying"])
+                + (slice(None, None, r),) * self.ndim
+            ]
         else:
-            data = ds[::r, ::r]
+            data = ds[(slice(None, None, r),) * self.ndim]
         data = np.asarray(data, dtype=np.float32)
         if normalize and self.stats is not None:
             std = self.stats["std"][name]
@@ -147,7 +152,9 @@ class TrajectoryDataset(Dataset):
 
     ``ds[i]`` is ``{"x": (input_steps, s', s'), "y": (output_steps, s', s')}`` (float32,
     frames as channels: the FNO-2D-in-time convention; a space-time model adds its own axis),
-    from a :data:`datagen.core.schema.TRAJECTORY_FORMAT` file (e.g. Navier-Stokes vorticity).
+    from a :data:`datagen.core.schema.TRAJECTORY_FORMAT` file (e.g. Navier-Stokes vorticity);
+    for 1-D data (Kuramoto-Sivashinsky, KdV) ``{"x": (input_steps, s'), "y": (output_steps,
+    s')}``, channels first all the same.
     Window ``i`` of trajectory ``k`` starts at record ``i * stride``; a trajectory of ``R``
     records gives ``(R - input_steps - output_steps) // stride + 1`` windows. The FNO protocol
     is ``input_steps=10, output_steps=T - 10`` with one window per trajectory (``stride`` large).
@@ -157,7 +164,8 @@ class TrajectoryDataset(Dataset):
         input_steps, output_steps: frames per window (>= 1 each).
         stride: records between window starts (>= 1).
         subsample: spatial stride (periodic grid: ``s' = s // subsample``).
-        field: the time-varying field (default ``vorticity``).
+        field: the time-varying field (default: the file's first one, ``vorticity`` for
+            Navier-Stokes, ``u`` for the 1-D problems).
         normalize: z-score with the train split's mean and std of the field (``stats.yaml``).
         limit: use only the first ``limit`` trajectories.
     """
@@ -170,7 +178,7 @@ class TrajectoryDataset(Dataset):
         output_steps: int = 10,
         stride: int = 1,
         subsample: int = 1,
-        field: str = "vorticity",
+        field: str | None = None,
         normalize: bool = False,
         limit: int | None = None,
     ) -> None:
@@ -191,13 +199,19 @@ class TrajectoryDataset(Dataset):
         self.path = files[0]
         with open_dataset_file(self.path) as f:
             _check_format(f, self.path, TRAJECTORY_FORMAT)
+            fields = f["t0_fields"]
+            if field is None:
+                varying = [
+                    str(k) for k in fields.attrs["field_names"] if fields[k].attrs["time_varying"]
+                ]
+                field = varying[0] if varying else ""
             if field not in f["t0_fields"]:
                 names = ", ".join(str(k) for k in f["t0_fields"].attrs["field_names"])
                 raise UserError(f"field {field!r} is not in {self.path} (has {names})")
             shape = f["t0_fields"][field].shape
             self.times = np.asarray(f["dimensions"]["time"][...], dtype=np.float64)
         self.trajectories = shape[0] if limit is None else min(shape[0], int(limit))
-        self.records, self.size = shape[1], shape[-1]
+        self.records, self.size, self.ndim = shape[1], shape[-1], len(shape) - 2
         _check_subsample(subsample, self.size, len(range(0, self.size, subsample)))
         span = input_steps + output_steps
         if span > self.records:
@@ -251,7 +265,8 @@ class TrajectoryDataset(Dataset):
         traj, first = self.window(index)
         r = self.subsample
         stop = first + self.input_steps + self.output_steps
-        data = self._file["t0_fields"][self.field][traj, first:stop, ::r, ::r]
+        space = (slice(None, None, r),) * self.ndim
+        data = self._file["t0_fields"][self.field][(traj, slice(first, stop), *space)]
         data = (np.asarray(data, dtype=np.float32) - self.shift) / self.scale
         frames = torch.from_numpy(data)
         return {"x": frames[: self.input_steps], "y": frames[self.input_steps :]}

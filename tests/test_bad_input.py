@@ -31,6 +31,8 @@ TINY = {
     "helmholtz": ("helmholtz_small", ["resolution=33", "wavenumber.k0=10.0"]),
     "navier_stokes": ("ns_small", ["resolution=16", "store_resolution=16", "time.end=0.2",
                                    "time.records=4", "time.dt=0.05"]),
+    "ks": ("ks_small", ["resolution=32", "time.records=3", "time.warmup=0.0"]),
+    "kdv": ("kdv_small", ["resolution=32", "time.records=3"]),
 }  # fmt: skip
 SIZES = ["samples.train=2", "samples.valid=1", "samples.test=1", "batch_size=2"]
 UNWRITABLE = Path("/proc/opsolve-test")  # no one, not even root, can create files there

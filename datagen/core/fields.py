@@ -119,3 +119,20 @@ def gaussian_random_field(
         noise = white_noise(seeds, (size, size)).to(device)
         return neumann_field(noise, alpha, tau)
     raise ValueError(f"boundary must be 'periodic' or 'neumann', got {boundary!r}")
+
+
+def periodic_field_1d(
+    seeds: Sequence[int], n: int, alpha: float, tau: float, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """Zero-mean periodic GRF samples in one dimension: float64 (len(seeds), n).
+
+    The field of covariance ``sigma^2 (-d^2/dx^2 + tau^2)^(-alpha)`` on the unit interval,
+    ``sigma = tau^(alpha - 1/2)`` (the FNO scaling in 1-D; ``alpha > 1/2`` for a finite
+    variance), at the ``n`` periodic nodes ``x_j = j / n``, eigenvalues ``4 pi^2 k^2``. On a
+    domain of length ``L`` it is the same field at ``x / L``. The noise of each sample comes from
+    its own seed, as in 2-D.
+    """
+    noise = white_noise(seeds, (n,)).to(device)
+    k = torch.fft.fftfreq(n, d=1.0 / n, dtype=noise.dtype, device=noise.device)
+    root = sqrt_eigenvalues(4 * math.pi**2 * k**2, alpha, tau, dim=1)
+    return math.sqrt(n) * torch.fft.ifft(root * torch.fft.fft(noise)).real

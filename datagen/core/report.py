@@ -29,6 +29,7 @@ class VerifyReport:
     worst_residual: float = float("nan")
     measure: str = "relative PDE residual"  # what worst_estimate is, when no residual is
     failing: list[int] = field(default_factory=list)  # samples above their threshold
+    note: str = ""  # a further measured fact for the summary line
 
     @property
     def ok(self) -> bool:
@@ -67,11 +68,13 @@ class VerifyReport:
     def summary(self) -> str:
         """One line on what was checked (for a file that passed)."""
         if math.isnan(self.worst_residual):
-            return f"{self.measure} {self.worst_estimate:.1e} <= {self.threshold:.2g}"
-        return (
-            f"error estimate {self.worst_estimate:.1e} <= {self.threshold:.1e}; plain residual "
-            f"{self.worst_residual:.1e} (at stored precision)"
-        )
+            line = f"{self.measure} {self.worst_estimate:.1e} <= {self.threshold:.2g}"
+        else:
+            line = (
+                f"error estimate {self.worst_estimate:.1e} <= {self.threshold:.1e}; plain "
+                f"residual {self.worst_residual:.1e} (at stored precision)"
+            )
+        return f"{line}; {self.note}" if self.note else line
 
 
 def sample_blocks(

@@ -113,6 +113,8 @@ class FileLayout:
             of a grid that includes the boundary; a periodic grid passes ``arange(s) / s``).
         file_format: :data:`FORMAT` (steady) or :data:`TRAJECTORY_FORMAT`; decides the
             per-sample diagnostics in ``provenance/`` (:data:`FORMATS`).
+        per_sample: further per-sample arrays of ``provenance/`` (name -> dtype), e.g. the
+            domain length of each trajectory when it is drawn at random.
     """
 
     fields: list[FieldSpec]
@@ -124,6 +126,12 @@ class FileLayout:
     time: np.ndarray | None = None
     coords: np.ndarray | None = None
     file_format: str = FORMAT
+    per_sample: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def diagnostics(self) -> list[str]:
+        """Every per-sample array of ``provenance/`` (the format's, ``method``, ours)."""
+        return [*FORMATS[self.file_format], "method", *self.per_sample]
 
 
 class SplitWriter:
@@ -212,7 +220,7 @@ class SplitWriter:
             )
         prov = f.create_group("provenance")
         prov.attrs.update(provenance)
-        for key, kind in FORMATS[file_format].items():
+        for key, kind in {**FORMATS[file_format], **layout.per_sample}.items():
             prov.create_dataset(key, shape=(n,), dtype=kind)
         prov.create_dataset("method", shape=(n,), dtype=STRING)
 

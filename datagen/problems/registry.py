@@ -32,6 +32,8 @@ from datagen.core.errors import UserError
 from datagen.problems.darcy.config import DarcyConfig
 from datagen.problems.heat.config import HeatConfig
 from datagen.problems.helmholtz.config import HelmholtzConfig
+from datagen.problems.kdv.config import KdVConfig
+from datagen.problems.ks.config import KSConfig
 from datagen.problems.navier_stokes.config import NavierStokesConfig
 from datagen.problems.poisson.config import PoissonConfig
 
@@ -80,6 +82,8 @@ PROBLEMS: dict[str, Problem] = {
         Problem("heat", HeatConfig),
         Problem("helmholtz", HelmholtzConfig),
         Problem("navier_stokes", NavierStokesConfig),
+        Problem("ks", KSConfig),
+        Problem("kdv", KdVConfig),
     )
 }
 
