@@ -73,7 +73,8 @@ class ETDRK4:
         )
 
     def to(self, dtype: torch.dtype) -> ETDRK4:
-        """The coefficients in ``dtype`` (complex64 / complex128 for complex ``L``)."""
+        """The coefficients in ``dtype`` (complex for complex ``L``; a complex ``dtype`` for real
+        ``L`` saves the mixed-type products with a complex state)."""
         return ETDRK4(*(getattr(self, k).to(dtype) for k in ("e", "e2", "q", "f1", "f2", "f3")))
 
 
@@ -83,10 +84,13 @@ def etdrk4_step(
     """One ETDRK4 step of ``v' = L v + N(v)``: ``v`` (B, K) -> (B, K); ``nonlinear`` is ``N``
     in the same basis."""
     nv = nonlinear(v)
-    a = c.e2 * v + c.q * nv
+    e2v = c.e2 * v
+    a = torch.addcmul(e2v, c.q, nv)
     na = nonlinear(a)
-    b = c.e2 * v + c.q * na
+    b = torch.addcmul(e2v, c.q, na)
     nb = nonlinear(b)
-    d = c.e2 * a + c.q * (2 * nb - nv)
+    d = torch.addcmul(c.e2 * a, c.q, torch.sub(nb, nv, alpha=0.5), value=2)
     nd = nonlinear(d)
-    return c.e * v + nv * c.f1 + 2 * (na + nb) * c.f2 + nd * c.f3
+    out = torch.addcmul(c.e * v, nv, c.f1)
+    out.addcmul_(na.add_(nb), c.f2, value=2)
+    return out.addcmul_(nd, c.f3)

@@ -252,3 +252,16 @@ def test_a_step_too_large_blows_up_cleanly(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "blew up at t = " in err and "lower time.dt" in err and err.count("\n") == 1
     assert not list((out / ".partial").rglob("*.npz"))  # nothing invalid kept
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_agrees_with_the_cpu():
+    n, length = 256, 64.0
+    x = grid(n, length)
+    u0 = 0.3 * torch.sin(2 * math.pi * x / length) + 0.2 * torch.cos(6 * math.pi * x / length)
+    batch = u0[None].repeat(4, 1)
+    args = (KS, torch.full((4,), length), torch.full((4,), 0.05), 0, 200, 3)
+    cpu, _ = simulate(batch, *args)
+    gpu, _ = simulate(batch.cuda(), *args)
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=0, atol=1e-10)
