@@ -184,15 +184,30 @@ def soliton_errors(python: str | None, dts: list[float]) -> list[tuple[float, fl
     return rows
 
 
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return value
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--exponax-python", help="a Python with exponax 0.2.0 and JAX")
-    parser.add_argument("--batch", type=int, nargs="+", default=[64, 256, 1024])
-    parser.add_argument("--steps", type=int, default=500)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--batch", type=positive, nargs="+", default=[64, 256, 1024])
+    parser.add_argument("--steps", type=positive, default=500)
+    parser.add_argument("--repeats", type=positive, default=7)
+    parser.add_argument("--rounds", type=positive, default=2)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
+    if args.exponax_python:
+        try:
+            probe = subprocess.run([args.exponax_python, "-c", "import exponax, jax"],
+                                   capture_output=True, text=True).returncode  # fmt: skip
+        except OSError:
+            probe = 1
+        if probe:
+            parser.error(f"--exponax-python {args.exponax_python}: cannot import exponax and jax")
     machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
     print(f"# 1-D semilinear, {machine}, {args.device}, {time.strftime('%Y-%m-%d')}")
     print(f"{args.steps} steps, float32, minimum of {args.rounds} x {args.repeats}; agreement: "

@@ -39,6 +39,8 @@ CASES = [  # (config, overrides); the first ones are quick
     ("helmholtz_small", "resolution=257 wavenumber.k0=40.0 batch_size=8 solver.method=gmres"),
     ("helmholtz_small", "resolution=257 wavenumber.k0=40.0 batch_size=4 solver.method=direct"),
     ("ns_small", "resolution=256 store_resolution=256 batch_size=8 time.end=0.5 time.records=50"),
+    ("ks_small", "resolution=1024 batch_size=256 time.records=140 time.warmup=0.0"),
+    ("kdv_small", "resolution=4096 batch_size=64 time.records=140 time.dt=0.005"),
 ]
 CHILD = """
 import json, resource, sys, tempfile

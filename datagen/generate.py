@@ -15,12 +15,11 @@ import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import yaml
 
-from datagen.core.config import GenerationConfig, dump_config
+from datagen.core.config import GenerationConfig, dump_config, first_difference
 from datagen.core.device import resolve_device
 from datagen.core.errors import UserError
 from datagen.core.files import atomic_write, check_writable_dir, write_text_atomic
@@ -88,11 +87,13 @@ def prepare_output(cfg: GenerationConfig, roots: list[Path] | None = None) -> Pa
     if stamp.exists() and stamp.read_text() != _comparable(cfg):
         finished = len(list(work.rglob("*.npz")))
         if finished and not cfg.output.overwrite:
-            changed = _first_difference(_read_stamp(stamp), yaml.safe_load(_comparable(cfg)))
+            key, there, now = first_difference(
+                _read_stamp(stamp), yaml.safe_load(_comparable(cfg))
+            ) or ("?", None, None)
             raise UserError(
                 f"{work} holds {finished} finished work units of an interrupted run of another "
-                f"config (it differs at {changed}); re-run that config to resume it, or pass "
-                "--overwrite to discard them"
+                f"config (it differs at {key}: {there!r} there, {now!r} now); re-run that config "
+                "to resume it, or pass --overwrite to discard them"
             )
         shutil.rmtree(work)  # nothing finished to keep, or --overwrite
         work.mkdir(parents=True)
@@ -106,15 +107,6 @@ def _read_stamp(stamp: Path) -> dict:
     except yaml.YAMLError:
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def _first_difference(old: Any, new: Any, prefix: str = "") -> str:
-    """The first dotted key where two config mappings differ, with both values."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        for key in sorted(set(old) | set(new)):
-            if old.get(key) != new.get(key):
-                return _first_difference(old.get(key), new.get(key), f"{prefix}{key}.")
-    return f"{prefix.rstrip('.')}: {old!r} there, {new!r} now"
 
 
 def generate(cfg: GenerationConfig, progress: bool = True) -> list[SplitSummary]:

@@ -91,6 +91,10 @@ def main(argv: list[str]) -> int:
     if len(argv) < 2 or len(argv) % 2:
         print("usage: compare_datasets.py BEFORE AFTER [BEFORE2 AFTER2 ...]", file=sys.stderr)
         return 2
+    missing = [path for path in argv if not Path(path).is_dir()]
+    if missing:
+        print(f"compare_datasets.py: {missing[0]} is not a dataset directory", file=sys.stderr)
+        return 2
     lines = []
     for a, b in zip(argv[::2], argv[1::2], strict=True):
         lines += compare_dirs(Path(a), Path(b))

@@ -204,6 +204,23 @@ def load_config(
     return validate(schema, data, source=str(path))
 
 
+def first_difference(
+    old: Any, new: Any, ignore: tuple[str, ...] = (), prefix: str = ""
+) -> tuple[str, Any, Any] | None:
+    """The first dotted key (in sorted order) where two nested config mappings differ, with
+    its value in each; keys in ``ignore`` do not count. None when they agree."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return None if old == new else (prefix.rstrip("."), old, new)
+    for key in sorted(set(old) | set(new)):
+        name = f"{prefix}{key}"
+        if name in ignore:
+            continue
+        found = first_difference(old.get(key), new.get(key), ignore, name + ".")
+        if found is not None:
+            return found
+    return None
+
+
 def dump_config(config: pydantic.BaseModel) -> str:
     """The resolved config (defaults filled in) as YAML text, keys in schema order."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from datagen.core.config import dump_config
+from datagen.core.config import dump_config, first_difference
 from datagen.core.device import resolve_device
 from datagen.core.errors import UserError
 from datagen.core.files import write_text_atomic
@@ -69,6 +69,7 @@ from opsolve.train.rundir import (
     read_metrics,
 )
 
+RESUMABLE_CHANGES = ("data.num_workers", "output.dir")  # keys that do not change a run
 FAULT_ENV = "OPSOLVE_FAULT"  # test hook: "kill_after_steps=N" or "nan_at_step=N"
 
 
@@ -175,22 +176,6 @@ def train(
         D.shutdown_distributed()
 
 
-def _compare_configs(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> str | None:
-    """The first key where two resolved configs differ (``data.num_workers`` may differ)."""
-    for key in sorted(set(old) | set(new)):
-        name = f"{prefix}{key}"
-        if name in ("data.num_workers", "output.dir"):  # neither changes the run
-            continue
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            found = _compare_configs(a, b, name + ".")
-            if found:
-                return found
-        elif a != b:
-            return f"{name} ({a!r} in the run, {b!r} now)"
-    return None
-
-
 def _restore(
     checkpoint: dict[str, Any],
     path: Path,
@@ -230,10 +215,14 @@ def _train(
     resolved.model.params = params
     checkpoint = load_checkpoint(paths.last) if resuming else None
     if checkpoint is not None:
-        changed = _compare_configs(checkpoint["config"], resolved.model_dump(mode="json"))
+        changed = first_difference(
+            checkpoint["config"], resolved.model_dump(mode="json"), RESUMABLE_CHANGES
+        )
         if changed:
+            key, there, now = changed
             raise UserError(
-                f"the config differs from the run in {paths.root} at {changed}; "
+                f"the config differs from the run in {paths.root} at {key} ({there!r} in the "
+                f"run, {now!r} now); "
                 "resume with the same config or pass --overwrite"
             )
 

@@ -14,6 +14,6 @@ from datagen.problems.semilinear.verify import check
 
 
 def verify(f: h5py.File, path: Path) -> VerifyReport:
-    a, b, eps = (float(f.attrs[key]) for key in ("a", "b", "hyperviscosity"))
+    a, b, eps = (float(f.attrs.get(key, 0.0)) for key in ("a", "b", "hyperviscosity"))
     conserved = (0,) if eps > 0 else (0, 1, 2)
     return check(f, path, equation, conserved, energy_coefficients=(a, b))

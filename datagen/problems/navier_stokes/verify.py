@@ -28,6 +28,11 @@ def verify(f: h5py.File, path: Path) -> VerifyReport:
     """
     n = int(f.attrs["n_trajectories"])
     report = VerifyReport(path, n, [])
+    missing = [k for k in ("vorticity", "forcing") if k not in f["t0_fields"]]
+    missing += [k for k in ("viscosity", "drag") if k not in f.attrs]
+    if missing:
+        report.problems.append(f"{', '.join(missing)} missing (not a Navier-Stokes file?)")
+        return report
     frames_ds = f["t0_fields"]["vorticity"]
     times = torch.from_numpy(np.asarray(f["dimensions"]["time"][...], dtype=np.float64))
     forcing = torch.from_numpy(np.asarray(f["t0_fields"]["forcing"][...], dtype=np.float64))

@@ -118,10 +118,12 @@ def solve_unit(
 
 
 def unit_memory(cfg: SemilinearConfig, batch: int) -> float:
-    """Peak bytes of a work unit of ``batch`` trajectories: the records about seven times over
-    (recorded, stacked, converted, written, read back) and the solver's dozen spectral arrays."""
+    """Peak bytes of a work unit of ``batch`` trajectories (measured, benchmarks/unit_memory.py):
+    the records about six times over in the wider of the solver's and the storage's dtype
+    (recorded, stacked, converted, written, read back) and the solver's spectral arrays."""
     n = cfg.resolution
-    return (7.0 * 8 * cfg.time.records * n + 64.0 * 16 * n) * batch
+    itemsize = 8 if "float64" in (cfg.precision, cfg.storage_dtype) else 4
+    return (6.0 * itemsize * cfg.time.records * n + 64.0 * 16 * n) * batch
 
 
 def build_recipe(

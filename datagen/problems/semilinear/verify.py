@@ -39,6 +39,13 @@ def check(
     over a trajectory.
     """
     n = int(f.attrs["n_trajectories"])
+    needed = {"t0_fields": ["u"], "provenance": ["domain_length", "record_interval"]}
+    missing = [f"{g}/{k}" for g, keys in needed.items() for k in keys if k not in f[g]]
+    missing += [
+        k for k in ("steps_per_record", *f.attrs["simulation_parameters"]) if k not in f.attrs
+    ]
+    if missing:
+        return VerifyReport(path, n, [f"{', '.join(missing)} missing (not a 1-D semilinear file?)"])
     u_ds = f["t0_fields"]["u"]
     params = {str(k): float(f.attrs[k]) for k in f.attrs["simulation_parameters"]}
     equation = equation_of(params)

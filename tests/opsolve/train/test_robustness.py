@@ -93,7 +93,7 @@ def test_evaluate_at_a_grid_too_coarse_is_one_line(fno_run, capsys):
 
 def test_sigterm_stops_training_with_the_resume_line(small_dataset, tmp_path):
     run = tmp_path / "term"
-    config = write_config(tmp_path, small_dataset, run, epochs=200)
+    config = write_config(tmp_path, small_dataset, run, epochs=100_000)  # never finishes first
     args = [sys.executable, "-m", "opsolve.cli", "train", str(config), "--no-progress"]
     process = subprocess.Popen(args, cwd=ROOT, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
