@@ -1,5 +1,6 @@
-"""The ``opsolve`` command: train operators from configs, evaluate trained runs, and refine
-trajectory runs with the Spectral-Refiner (``opsolve refine RUN``).
+"""The ``opsolve`` command: train operators from configs, evaluate trained runs, refine
+trajectory runs with the Spectral-Refiner (``opsolve refine RUN``) and assimilate observations
+with an observer run (``opsolve assimilate RUN``).
 
 User errors (config, data, run directory) are one line on stderr and exit status 2; a diverged
 training (NaN/inf) is one line and exit status 3. Under ``torchrun`` only rank 0 prints.
@@ -91,6 +92,29 @@ def _refine(args: argparse.Namespace) -> int:
     return 0
 
 
+def _assimilate(args: argparse.Namespace) -> int:
+    from opsolve.eval.assimilate import assimilate_run
+
+    report = assimilate_run(
+        args.run, args.data, args.overrides, checkpoint=args.checkpoint, device=args.device
+    )
+    s = report["settings"]
+    print(
+        f"{report['trajectories']} {s['split']} trajectories, {s['density']:g} of the nodes "
+        f"observed ({s['mask']}), noise {s['noise']:g} std, warm-up {s['warmup']} + horizon "
+        f"{s['horizon']} steps (dt {report['dt']:g}):"
+    )
+    for name, m in report["methods"].items():
+        print(
+            f"  {name:<10} mean relative L2 over the horizon {m['horizon_mean']:.4e}, at the "
+            f"end {m['horizon_final']:.4e}, {m['seconds_per_step'] * 1e3:.2f} ms per step"
+            + (f", {m['diverged']} diverged" if m["diverged"] else "")
+        )
+    print(f"report: {report['json']}")
+    print(f"figures: {', '.join(report['figures'])}")
+    return 0
+
+
 def _compare(args: argparse.Namespace) -> int:
     from opsolve.eval.compare import compare_runs
 
@@ -161,6 +185,20 @@ def build_parser() -> argparse.ArgumentParser:
     rf.add_argument("--checkpoint", default="best", choices=["best", "last"])
     rf.add_argument("--device", default="auto", choices=DEVICES)
     rf.set_defaults(handler=_refine)
+    da = sub.add_parser(
+        "assimilate",
+        help="assimilate sparse noisy observations with a trained observer run",
+        description="Run a trained observer on whole trajectories with observations drawn "
+        "from key=value settings (density, noise, mask, availability, warmup, horizon, split, "
+        "limit, seed, batch_size), against its free predictor; error curves to RUN/"
+        "assimilate_<split>_<res>_<mask>_d<density>_n<noise>.json, figures to RUN/figures/.",
+    )
+    da.add_argument("run", help="run directory of an observer training")
+    da.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. density=0.05")
+    da.add_argument("--data", help="dataset directory (default: the training data)")
+    da.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    da.add_argument("--device", default="auto", choices=DEVICES)
+    da.set_defaults(handler=_assimilate)
     cp = sub.add_parser(
         "compare",
         help="compare trained runs on one split",
@@ -179,7 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors are one line on stderr and exit status 2, a diverged training
     one line and exit status 3; under ``torchrun`` only rank 0 prints them."""
-    args = parse_command_line(build_parser(), argv, with_overrides=("train", "refine"))
+    args = parse_command_line(
+        build_parser(), argv, with_overrides=("train", "refine", "assimilate")
+    )
     from opsolve.train.errors import TrainingDiverged
 
     return run_command(

@@ -200,12 +200,18 @@ def plot_spectra(
 
 
 def plot_snapshots(
-    truth: np.ndarray, pred: np.ndarray, steps: list[int], out: str | Path, title: str
+    truth: np.ndarray,
+    pred: np.ndarray,
+    steps: list[int],
+    out: str | Path,
+    title: str,
+    label: str = "prediction",
 ) -> Path:
     """Vorticity snapshots: rows truth / prediction / error, one column per output step.
 
     Args:
-        truth, pred: ``(T_out, X, Y)`` of one trajectory; steps: 0-based output steps shown.
+        truth, pred: ``(T_out, X, Y)`` of one trajectory; steps: 0-based output steps shown;
+        label: the name of ``pred`` in the titles.
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -216,7 +222,7 @@ def plot_snapshots(
         for row, (data, name, cmap, vmin, vmax) in enumerate(
             (
                 (a, "truth", "RdBu_r", low, high),
-                (b, "prediction", "RdBu_r", low, high),
+                (b, label, "RdBu_r", low, high),
                 (np.abs(b - a), "|error|", "inferno", None, None),
             )
         ):
@@ -229,6 +235,72 @@ def plot_snapshots(
             ax.set_xticks([])
             ax.set_yticks([])
     fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def plot_assimilation_curves(
+    times: np.ndarray,
+    curves: dict[str, tuple[np.ndarray, np.ndarray]],
+    warmup_end: float,
+    out: str | Path,
+    title: str,
+) -> Path:
+    """Relative L2 error against time, one line per method: the mean over trajectories with a
+    band of one standard deviation; a dashed line where the warm-up ends.
+
+    Args:
+        times: ``(T,)``; curves: method -> (mean ``(T,)``, std ``(T,)``).
+    """
+    fig, ax = _new_figure(out, (6.4, 3.8))
+    for name, (mean, std) in curves.items():
+        (line,) = ax.plot(times, mean, label=name)
+        low = np.clip(mean - std, np.maximum(mean * 1e-2, 1e-12), None)
+        ax.fill_between(times, low, mean + std, color=line.get_color(), alpha=0.15, lw=0)
+    ax.axvline(warmup_end, color="0.4", ls="--", lw=0.8)
+    ax.set_yscale("log")
+    return _finish_lines(fig, ax, out, "time", "relative L2 error", title)
+
+
+def plot_space_time(
+    times: np.ndarray,
+    length: float,
+    truth: np.ndarray,
+    estimate: np.ndarray,
+    out: str | Path,
+    title: str,
+    label: str = "estimate",
+) -> Path:
+    """A 1-D trajectory as space-time images: truth, estimate and error (time across).
+
+    Args:
+        times: ``(T,)``; length: the domain length; truth, estimate: ``(T, X)``.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(3, 1, figsize=(9.0, 6.6), sharex=True)
+    low, high = float(truth.min()), float(truth.max())
+    extent = (float(times[0]), float(times[-1]), 0.0, float(length))
+    for ax, (data, name, cmap, vmin, vmax) in zip(
+        axes,
+        (
+            (truth, "truth", "RdBu_r", low, high),
+            (estimate, label, "RdBu_r", low, high),
+            (estimate - truth, "error", "RdBu_r", -max(abs(low), abs(high)) / 2, None),
+        ),
+        strict=True,
+    ):
+        vmax = -vmin if vmax is None else vmax
+        image = ax.imshow(
+            data.T, origin="lower", aspect="auto", extent=extent, cmap=cmap, vmin=vmin, vmax=vmax
+        )
+        fig.colorbar(image, ax=ax, fraction=0.03, pad=0.01)
+        ax.set_ylabel("x")
+        ax.set_title(name, fontsize=9)
+    axes[-1].set_xlabel("time")
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)

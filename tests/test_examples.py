@@ -10,6 +10,18 @@ ROOT = Path(__file__).resolve().parents[1]
 # notebook -> "params": the values that replace its "parameters" cell (OUTPUT is added: a
 # temporary directory), "writes": a file the notebook must have written, relative to OUTPUT.
 TINY = {
+    "assimilation.ipynb": {
+        "params": {
+            "SAMPLES": {"train": 4, "valid": 2, "test": 2},
+            "RECORDS": 60,
+            "EPOCHS": 1,
+            "WIDTH": 8,
+            "WARMUP": 10,
+            "HORIZON": 40,
+            "DENSITIES": [0.1, 0.25],
+        },
+        "writes": "observer/assimilate_test_64_random_d0.25_n0.05.json",
+    },
     "darcy.ipynb": {
         "params": {
             "RESOLUTION": 33,

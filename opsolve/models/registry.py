@@ -8,7 +8,10 @@ A builder takes the keyword arguments of ``model.params`` (with ``in_channels`` 
 Registered here: ``fno`` and ``tfno`` (``neuralop.models.FNO`` / ``TFNO``), ``mgno``
 (:class:`opsolve.models.mgno.MgNO`), and for trajectories ``spacetime_fno``
 (:class:`opsolve.models.sfno.SpaceTimeFNO`) and ``fno3d``
-(:class:`opsolve.models.fno3d.FNO3dBaseline`); models are imported when first built. Trajectory
+(:class:`opsolve.models.fno3d.FNO3dBaseline`), and ``observer``
+(:class:`opsolve.models.observer.SemilinearObserver`, wrapped in
+:class:`opsolve.models.wrapper.ObserverOperator`: it takes measurements and masks, not
+frames); models are imported when first built. Trajectory
 models map ``(batch, T_in, x, y)`` to ``(batch, T_out, x, y)`` and take ``input_steps`` /
 ``output_steps`` (filled in from the data) instead of channel counts. Add more with
 :func:`register_model`.
@@ -27,7 +30,12 @@ from typing import Any
 import torch
 
 from datagen.core.errors import UserError
-from opsolve.models.wrapper import NormalizedOperator, TrajectoryOperator, channel_stats
+from opsolve.models.wrapper import (
+    NormalizedOperator,
+    ObserverOperator,
+    TrajectoryOperator,
+    channel_stats,
+)
 
 Builder = Callable[..., torch.nn.Module]
 
@@ -157,6 +165,18 @@ register_model("spacetime_fno", _spacetime_fno, trajectories=True)
 register_model("fno3d", _fno3d, trajectories=True)
 
 
+def _observer(**params: Any) -> torch.nn.Module:
+    """:class:`opsolve.models.observer.SemilinearObserver` (Singh et al., ICLR 2024): predicts
+    and assimilates sparse noisy observations of 1-D or 2-D trajectories."""
+    from opsolve.models.observer import SemilinearObserver
+
+    params["modes"] = _as_modes(params.get("modes", (16,)))
+    return SemilinearObserver.from_config(params)
+
+
+register_model("observer", _observer, trajectories=True)
+
+
 def build_operator(
     name: str,
     params: dict[str, Any],
@@ -167,6 +187,8 @@ def build_operator(
     """Registry model wrapped between input normalization and output decoding."""
     model = build_model(name, params)
     wrapper = TrajectoryOperator if data_info.get("kind") == "trajectory" else NormalizedOperator
+    if getattr(model, "assimilates", False):
+        wrapper = ObserverOperator
     return wrapper(
         model,
         channel_stats(stats, data_info["inputs"], normalize[0]),
@@ -184,11 +206,14 @@ def check_fits(
     """
     x, y = sample["x"][None].to(device), sample["y"][None]
     check_modes_fit(op.model, name, tuple(x.shape[2:]))
+    observer = isinstance(op, ObserverOperator)
+    if observer:  # it assimilates the whole window, here observed everywhere
+        x = y = torch.cat([x, y.to(device)], dim=1)
     was = op.training
     try:
         op.eval()
         with torch.no_grad():
-            out = op(x)
+            out = op(x, torch.ones_like(x, dtype=torch.bool))[0] if observer else op(x)
     except (RuntimeError, ValueError, IndexError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(

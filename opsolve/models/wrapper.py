@@ -76,3 +76,32 @@ class TrajectoryOperator(NormalizedOperator):
             raise ValueError(f"expected trajectories (batch, time, x, y), got {tuple(x.shape)}")
         out = self.model((x - self.in_mean) / self.in_std, out_steps=out_steps)
         return out * self.out_std + self.out_mean
+
+
+class ObserverOperator(NormalizedOperator):
+    """An assimilating model (:class:`opsolve.models.observer.SemilinearObserver`) between
+    normalization and decoding, for one field of any dimension.
+
+    ``forward(measured, mask, prior=None, correct=True)``: measurements ``(B, T, *grid)`` in
+    physical units (read on the bool ``mask`` only) -> ``(analysis, forecast, predicted)``,
+    each ``(B, T, *grid)`` in physical units. The prior defaults to the field's mean.
+    """
+
+    def _encode(self, u: torch.Tensor) -> torch.Tensor:
+        return (u - self.in_mean.flatten()[0]) / self.in_std.flatten()[0]
+
+    def _decode(self, u: torch.Tensor) -> torch.Tensor:
+        return u * self.out_std.flatten()[0] + self.out_mean.flatten()[0]
+
+    def forward(  # type: ignore[override]
+        self,
+        measured: torch.Tensor,
+        mask: torch.Tensor,
+        prior: torch.Tensor | None = None,
+        correct: bool | torch.Tensor = True,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mask = mask.to(device=measured.device, dtype=torch.bool)
+        encoded = torch.where(mask, self._encode(measured), torch.zeros_like(measured))
+        start = None if prior is None else self._encode(prior)
+        outputs = self.model(encoded, mask, start, correct)
+        return tuple(self._decode(u) for u in outputs)  # type: ignore[return-value]

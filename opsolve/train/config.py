@@ -229,6 +229,42 @@ class Refine(StrictModel):
         return self
 
 
+class ObserverTraining(StrictModel):
+    """Observations for training an ``observer`` model (:mod:`opsolve.train.assimilation`):
+    drawn on the fly on every window, ``density`` of the grid nodes (a range up to
+    ``density_max`` when given: each trajectory draws its own), noise ``noise`` times the
+    field's std, ``mask`` random (new nodes every step), sensors (fixed nodes) or stripes (a
+    band of the first axis), present at a step with probability ``availability``. The first
+    ``warmup`` steps of a window are assimilated but not scored; ``measurement_weight``
+    weighs the relative misfit of the predicted measurements in the loss."""
+
+    density: float = Field(0.1, ge=0.0, le=1.0, description="fraction of nodes observed")
+    density_max: float | None = Field(
+        None, ge=0.0, le=1.0, description="upper end of a density range (null: no range)"
+    )
+    noise: float = Field(
+        0.05, ge=0.0, le=100.0, description="noise std as a fraction of the field's std"
+    )
+    mask: Literal["random", "sensors", "stripes"] = Field(
+        "random", description="random (per step), sensors (fixed) or stripes (a swath)"
+    )
+    availability: float = Field(
+        1.0, ge=0.0, le=1.0, description="probability that a step has observations"
+    )
+    warmup: Int = Field(8, ge=0, le=100_000, description="steps assimilated but not scored")
+    measurement_weight: float = Field(
+        0.1, ge=0.0, le=1e6, description="factor on the measurement misfit in the loss"
+    )
+
+    @model_validator(mode="after")
+    def _range(self) -> ObserverTraining:
+        if self.density_max is not None and self.density_max < self.density:
+            raise ValueError(
+                f"density_max ({self.density_max}) must be >= density ({self.density})"
+            )
+        return self
+
+
 class Output(StrictModel):
     """The run directory: config.yaml, log.txt, metrics.csv, checkpoints/, figures/."""
 
@@ -259,6 +295,17 @@ class TrainConfig(StrictModel):
     amp_dtype: Literal["bf16", "fp16"] = Field("bf16", description="autocast dtype for amp")
     output: Output = Output()
     refine: Refine = Refine()
+    observer: ObserverTraining = ObserverTraining()
+
+    @model_validator(mode="after")
+    def _scored_steps(self) -> TrainConfig:
+        steps = self.data.window.input_steps + self.data.window.output_steps
+        if self.model.name == "observer" and self.observer.warmup >= steps:
+            raise ValueError(
+                f"observer.warmup ({self.observer.warmup}) leaves no scored step in windows of "
+                f"{steps} steps (data.window.input_steps + output_steps): lower it below {steps}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _cosine_length(self) -> TrainConfig:

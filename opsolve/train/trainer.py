@@ -30,7 +30,7 @@ from datagen.core.device import resolve_device
 from datagen.core.errors import UserError
 from datagen.core.files import write_text_atomic
 from datagen.core.progress import progress_bar
-from opsolve.data import SteadyDataset, TrajectoryDataset
+from opsolve.data import SteadyDataset, TrajectoryDataset, load_statistics
 from opsolve.models.registry import (
     build_operator,
     check_fits,
@@ -39,9 +39,10 @@ from opsolve.models.registry import (
     load_state,
     model_config,
 )
-from opsolve.models.wrapper import NormalizedOperator
+from opsolve.models.wrapper import NormalizedOperator, ObserverOperator
 from opsolve.train import distributed as D
 from opsolve.train.assemble import Data, load_data, resolve_params
+from opsolve.train.assimilation import AssimilationTask
 from opsolve.train.checkpoint import (
     load_checkpoint,
     rng_state,
@@ -126,10 +127,12 @@ def evaluate_split(
     cfg: TrainConfig,
     device: torch.device,
     info: D.DistInfo,
+    task: AssimilationTask | None = None,
 ) -> tuple[float, float]:
     """Mean relative L2 and H1 over a split (ranks share it; sums are all-reduced).
 
-    Trajectories: relative Bochner errors over space-time (:mod:`opsolve.norms`).
+    Trajectories: relative Bochner errors over space-time (:mod:`opsolve.norms`); an observer
+    (``task``): the errors of its analyses over the scored steps of each window.
     """
     kind = "trajectory" if isinstance(ds, TrajectoryDataset) else "steady"
     metrics = validation_metrics(kind, spacing)
@@ -137,11 +140,13 @@ def evaluate_split(
     sums = torch.zeros(3, dtype=torch.float64, device=device)
     model.eval()
     with torch.no_grad():
-        for batch in _loader(ds, steps, cfg, 0):
+        for step, batch in zip(steps, _loader(ds, steps, cfg, 0), strict=True):
             x, y = _to(batch, device)
             with autocast(cfg, device):
-                out = model(x)
-            l2, h1 = metrics(out.float(), y)
+                if task is not None:
+                    l2, h1 = task.metrics(model, x, y, step.indices[0])
+                else:
+                    l2, h1 = metrics(model(x).float(), y)
             sums[0] += l2.double().sum()
             sums[1] += h1.double().sum()
             sums[2] += y.shape[0]
@@ -149,6 +154,20 @@ def evaluate_split(
     D.all_reduce_sum(sums, info)
     n = max(float(sums[2]), 1.0)
     return float(sums[0]) / n, float(sums[1]) / n
+
+
+def assimilation_task(cfg: TrainConfig, data: Data, info: D.DistInfo) -> AssimilationTask:
+    """The observations, loss and metrics of an observer run (its noise is relative to the
+    train split's std of the field, read from ``stats.yaml``)."""
+    field = data.train.inputs[0]
+    stats = data.stats
+    if stats is None:  # normalization is off: the statistics are still needed for the noise
+        if info.is_main:
+            stats = load_statistics(cfg.data.root, [field])
+        D.barrier(info)
+        stats = stats or load_statistics(cfg.data.root, [field])
+    std = float(stats["std"][field]) or 1.0
+    return AssimilationTask(cfg.observer, std, cfg.seed, info.rank)
 
 
 def train(
@@ -235,6 +254,7 @@ def _train(
         spectral_layers_in_fp32(op)
     check_fits(op, data.valid[0], cfg.model.name, device)
     model_spec = {"name": cfg.model.name, "params": model_config(cfg.model.name, op.model, params)}
+    task = assimilation_task(cfg, data, info) if isinstance(op, ObserverOperator) else None
     optimizer = build_optimizer(cfg, op.parameters())
     scheduler = build_scheduler(cfg, optimizer)
     scaler = torch.amp.GradScaler(
@@ -264,6 +284,7 @@ def _train(
             op, device_ids=[device.index] if device.type == "cuda" else None
         )
     loop = _Loop(cfg, info, device, net, op, optimizer, scheduler, scaler, data, paths, log)
+    loop.task = task
     loop.context = {"model": model_spec, "config": resolved.model_dump(mode="json")}
     return loop.run(state, progress)
 
@@ -301,6 +322,7 @@ class _Loop:
         )
         self.fault = _fault()
         self.context: dict[str, Any] = {}
+        self.task: AssimilationTask | None = None
 
     def run(self, state: State, progress: bool) -> dict[str, Any]:
         cfg = self.cfg
@@ -359,6 +381,7 @@ class _Loop:
             cfg,
             self.device,
             info,
+            self.task,
         )
         if not (math.isfinite(valid_l2) and math.isfinite(valid_h1)):
             raise TrainingDiverged(
@@ -394,8 +417,10 @@ class _Loop:
         """One optimizer step; returns the global batch's summed per-sample loss."""
         x, y = _to(batch, self.device)
         with autocast(self.cfg, self.device):
-            out = self.net(x)
-        per_sample = self.objective(out.float(), x, y)
+            if self.task is not None:
+                per_sample = self.task.loss(self.net, x, y, state.step)
+            else:
+                per_sample = self.objective(self.net(x).float(), x, y)
         loss = per_sample.sum() * step.weight
         summed = torch.stack([per_sample.detach().sum() * (1.0 if step.weight else 0.0)])
         summed = D.all_reduce_sum(summed.double(), self.info)

@@ -130,7 +130,7 @@ def test_user_errors_for_trajectory_configs(ns_data, small_dataset, tmp_path, ca
     assert main(["train", str(fno_on_ns), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "holds trajectories, but model 'fno' maps steady fields" in err
-    assert "models for trajectories: fno3d, spacetime_fno" in err
+    assert "models for trajectories: fno3d, observer, spacetime_fno" in err
 
 
 def test_rollout_evaluation_writes_curves_spectra_snapshots(sfno_run, ns_data, capsys):

@@ -329,7 +329,7 @@ def test_the_command_line_prints_no_traceback(small_dataset, tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
-    assert "registered: fno, fno3d, mgno, spacetime_fno, tfno" in result.stderr
+    assert "registered: fno, fno3d, mgno, observer, spacetime_fno, tfno" in result.stderr
 
 
 # ----------------------------------------------------------------------------- precision
@@ -396,9 +396,10 @@ def test_shipped_configs_validate_and_build(path):
     if cfg.model.name == "mgno":
         pytest.importorskip("opsolve.models.mgno")
     params = {**cfg.model.params, "in_channels": 1, "out_channels": 1}
-    if cfg.model.name in ("spacetime_fno", "fno3d"):  # trajectory models: steps from the window
+    if cfg.model.name in ("spacetime_fno", "fno3d", "observer"):  # steps from the window
         window = cfg.data.window
-        params.update(input_steps=window.input_steps, output_steps=window.output_steps)
+        params = {**cfg.model.params, "input_steps": window.input_steps}
+        params["output_steps"] = window.output_steps
     model = build_model(cfg.model.name, params)
     count = count_parameters(model)
     if path.name == "darcy_mgno_rough.yaml":
