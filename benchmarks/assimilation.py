@@ -41,6 +41,7 @@ import h5py
 import numpy as np
 import torch
 
+from datagen.core.errors import UserError
 from opsolve.data import load_statistics, open_windows
 from opsolve.eval.assimilate import (
     assimilation_figures,
@@ -162,11 +163,26 @@ def tune(
     return best, best_error
 
 
+def at_least(low: int):
+    """An argparse type: an integer >= ``low`` (one-line error otherwise)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
+        return value
+
+    return parse
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True, help="an observer training run")
-    p.add_argument("--limit", type=int, default=16, help="test trajectories")
-    p.add_argument("--members", type=int, nargs="+", default=[32, 64])
+    p.add_argument("--limit", type=at_least(1), default=16, help="test trajectories")
+    p.add_argument("--members", type=at_least(2), nargs="+", default=[32, 64])
     p.add_argument("--density", type=float, default=0.1)
     p.add_argument("--noise", type=float, default=0.05)
     p.add_argument("--mask", default="random")
@@ -174,9 +190,9 @@ def main() -> None:
     p.add_argument("--horizon", type=int, default=800)
     p.add_argument("--densities", type=float, nargs="*", default=[0.05, 0.1, 0.25])
     p.add_argument("--noises", type=float, nargs="*", default=[0.02, 0.05, 0.1])
-    p.add_argument("--tune-trajectories", type=int, default=4)
+    p.add_argument("--tune-trajectories", type=at_least(1), default=4)
     p.add_argument("--tune-horizon", type=int, default=200)
-    p.add_argument("--fno-epochs", type=int, default=10)
+    p.add_argument("--fno-epochs", type=at_least(1), default=10)
     p.add_argument("--out", default="benchmarks/results/assimilation")
     args = p.parse_args()
     torch.manual_seed(0)
@@ -294,4 +310,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as err:  # bad settings, run or data: one line, exit 2
+        raise SystemExit(f"assimilation.py: {err}") from None
