@@ -6,14 +6,15 @@ A builder takes the keyword arguments of ``model.params`` (with ``in_channels`` 
 ``(batch, in_channels, *space)`` to ``(batch, out_channels, *space)``.
 
 Registered here: ``fno`` and ``tfno`` (``neuralop.models.FNO`` / ``TFNO``), ``mgno``
-(:class:`opsolve.models.mgno.MgNO`), and for trajectories ``spacetime_fno``
-(:class:`opsolve.models.sfno.SpaceTimeFNO`) and ``fno3d``
-(:class:`opsolve.models.fno3d.FNO3dBaseline`), and ``observer``
+(:class:`opsolve.models.mgno.MgNO`), ``lsm`` (:class:`opsolve.models.lsm.LSM`), and for
+trajectories ``spacetime_fno`` (:class:`opsolve.models.sfno.SpaceTimeFNO`), ``fno3d``
+(:class:`opsolve.models.fno3d.FNO3dBaseline`), ``lsm_trajectory``
+(:class:`opsolve.models.lsm.LSMRollout`) and ``observer``
 (:class:`opsolve.models.observer.SemilinearObserver`, wrapped in
 :class:`opsolve.models.wrapper.ObserverOperator`: it takes measurements and masks, not
-frames); models are imported when first built. Trajectory
-models map ``(batch, T_in, x, y)`` to ``(batch, T_out, x, y)`` and take ``input_steps`` /
-``output_steps`` (filled in from the data) instead of channel counts. Add more with
+frames); models are imported when first built. Trajectory models map ``(batch, T_in, x, y)``
+to ``(batch, T_out, x, y)`` and take ``input_steps`` / ``output_steps`` (filled in from the
+data) instead of channel counts. Add more with
 :func:`register_model`.
 
 The layers and models raise ``ValueError`` / ``TypeError`` for bad arguments or shapes;
@@ -175,6 +176,24 @@ def _observer(**params: Any) -> torch.nn.Module:
 
 
 register_model("observer", _observer, trajectories=True)
+
+
+def _lsm(**params: Any) -> torch.nn.Module:
+    """:class:`opsolve.models.lsm.LSM`, the Latent Spectral Model (Wu et al., ICML 2023)."""
+    from opsolve.models.lsm import LSM
+
+    return LSM.from_config(params)
+
+
+def _lsm_trajectory(**params: Any) -> torch.nn.Module:
+    """:class:`opsolve.models.lsm.LSMRollout`: LSM rolled out frame by frame."""
+    from opsolve.models.lsm import LSMRollout
+
+    return LSMRollout(**params)
+
+
+register_model("lsm", _lsm)
+register_model("lsm_trajectory", _lsm_trajectory, trajectories=True)
 
 
 def build_operator(

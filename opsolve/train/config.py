@@ -22,7 +22,7 @@ class ModelSpec(StrictModel):
     """
 
     name: str = Field(
-        "fno", description="registered model: fno, tfno, mgno, spacetime_fno, fno3d, ..."
+        "fno", description="registered model: fno, tfno, mgno, lsm, spacetime_fno, fno3d, ..."
     )
     params: dict[str, Any] = Field(
         default_factory=dict, description="keyword arguments of the model's builder"

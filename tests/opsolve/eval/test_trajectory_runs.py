@@ -111,6 +111,20 @@ def test_residual_loss_fno3d_baseline_and_comparison(ns_data, sfno_run, tmp_path
     assert (out / "comparison_samples.png").stat().st_size > 10_000
 
 
+def test_lsm_rollout_trains_and_evaluates_frame_by_frame(ns_data, tmp_path):
+    run = tmp_path / "lsm"
+    params = {"width": 8, "num_tokens": 2, "heads": 4, "padding": [16, 0]}  # coarsest 2 x 1
+    lsm = {"name": "lsm_trajectory", "params": params}
+    config = write_config(tmp_path, ns_data, run, model=lsm, epochs=2)
+    assert main(["train", str(config), "--no-progress"]) == 0
+    op, ckpt = load_trained(run)
+    assert ckpt["model"]["params"]["input_steps"] == 6
+    assert op(torch.zeros(1, 6, 16, 16), out_steps=3).shape == (1, 3, 16, 16)
+    assert main(["evaluate", str(run)]) == 0
+    metrics = json.loads((run / "eval_test_16.json").read_text())
+    assert 0 < metrics["relative_l2"]["mean"] < 2
+
+
 def test_user_errors_for_trajectory_configs(ns_data, small_dataset, tmp_path, capsys):
     bad = write_config(tmp_path, ns_data, tmp_path / "a")
     raw = yaml.safe_load(bad.read_text())
@@ -122,7 +136,7 @@ def test_user_errors_for_trajectory_configs(ns_data, small_dataset, tmp_path, ca
     assert main(["train", str(darcy), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "holds steady samples, but model 'spacetime_fno' maps trajectories" in err
-    assert "models for steady data: fno, mgno, tfno" in err
+    assert "models for steady data: fno, lsm, mgno, tfno" in err
     steady = write_steady_config(tmp_path, small_dataset, tmp_path / "c")
     assert main(["train", str(steady), "loss.residual_weight=1.0", "--no-progress"]) == 2
     assert "residual_weight needs Navier-Stokes trajectory data" in capsys.readouterr().err
@@ -130,7 +144,7 @@ def test_user_errors_for_trajectory_configs(ns_data, small_dataset, tmp_path, ca
     assert main(["train", str(fno_on_ns), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "holds trajectories, but model 'fno' maps steady fields" in err
-    assert "models for trajectories: fno3d, observer, spacetime_fno" in err
+    assert "models for trajectories: fno3d, lsm_trajectory, observer, spacetime_fno" in err
 
 
 def test_rollout_evaluation_writes_curves_spectra_snapshots(sfno_run, ns_data, capsys):

@@ -273,7 +273,7 @@ def _other_schema(tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     "case, message",
     [
-        ("unknown_model", "model.name: unknown model 'unet'; registered: fno, fno3d, mgno, "),
+        ("unknown_model", "model.name: unknown model 'unet'; registered: fno, fno3d, lsm, "),
         ("missing_data", "data.root: directory"),
         ("other_schema", "not a dataset file of this package"),
         ("channels", "model.params.in_channels: 3 does not match the data, which has 1 (a)"),
@@ -329,7 +329,8 @@ def test_the_command_line_prints_no_traceback(small_dataset, tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
-    assert "registered: fno, fno3d, mgno, observer, spacetime_fno, tfno" in result.stderr
+    registered = "fno, fno3d, lsm, lsm_trajectory, mgno, observer, spacetime_fno, tfno"
+    assert f"registered: {registered}" in result.stderr
 
 
 # ----------------------------------------------------------------------------- precision
@@ -396,7 +397,8 @@ def test_shipped_configs_validate_and_build(path):
     if cfg.model.name == "mgno":
         pytest.importorskip("opsolve.models.mgno")
     params = {**cfg.model.params, "in_channels": 1, "out_channels": 1}
-    if cfg.model.name in ("spacetime_fno", "fno3d", "observer"):  # steps from the window
+    trajectory_models = ("spacetime_fno", "fno3d", "observer", "lsm_trajectory")
+    if cfg.model.name in trajectory_models:  # steps from the window
         window = cfg.data.window
         params = {**cfg.model.params, "input_steps": window.input_steps}
         params["output_steps"] = window.output_steps
@@ -404,6 +406,8 @@ def test_shipped_configs_validate_and_build(path):
     count = count_parameters(model)
     if path.name == "darcy_mgno_rough.yaml":
         assert count == 572_661  # the MgNO paper's "0.57 M" for the rough setting
+    if path.name == "darcy_lsm.yaml":
+        assert count == 19_187_457  # the public LSM Darcy model (tests/opsolve/models/test_lsm.py)
     assert count > 0
     assert cfg.data.subsample in (1, 2, 5)
 
