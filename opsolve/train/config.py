@@ -119,14 +119,35 @@ class Loss(StrictModel):
         return self
 
 
-class Optimizer(StrictModel):
-    """Adam (L2 penalty added to the gradient) or AdamW (decoupled weight decay)."""
+class GaLore(StrictModel):
+    """Low-rank gradient projection of ``galore_adamw`` (:mod:`opsolve.train.lowrank`):
+    neuraloperator's Tensor-GaLore AdamW keeps the moments of every weight of >= 2 axes in a
+    Tucker subspace of its gradient, ``rank`` of each axis longer than 4, recomputed every
+    ``update_gap`` steps; ``scale`` multiplies the projected-back update."""
 
-    name: Literal["adam", "adamw"] = Field(
-        "adam", description="adam (L2 penalty) or adamw (decoupled weight decay)"
+    rank: float = Field(0.5, gt=0.0, le=1.0, description="fraction of each weight axis kept")
+    update_gap: Int = Field(
+        50, ge=1, le=1_000_000, description="optimizer steps between subspace updates"
+    )
+    scale: float = Field(1.0, gt=0.0, le=100.0, description="factor on the low-rank update")
+
+
+class Optimizer(StrictModel):
+    """Adam (L2 penalty added to the gradient), AdamW (decoupled weight decay) or
+    ``galore_adamw`` (AdamW with Tensor-GaLore low-rank moments, section ``galore``)."""
+
+    name: Literal["adam", "adamw", "galore_adamw"] = Field(
+        "adam", description="adam (L2 penalty), adamw (decoupled decay) or galore_adamw"
     )
     lr: float = Field(1e-3, gt=0.0, le=10.0, description="learning rate (OneCycle: the peak)")
     weight_decay: float = Field(0.0, ge=0.0, le=10.0, description="weight decay coefficient")
+    galore: GaLore = GaLore()
+
+    @model_validator(mode="after")
+    def _galore_needs_its_optimizer(self) -> Optimizer:
+        if self.name != "galore_adamw" and self.galore != GaLore():
+            raise ValueError(f"galore applies to galore_adamw only, not to {self.name!r}")
+        return self
 
 
 _SCHEDULER_KEYS = {

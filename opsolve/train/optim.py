@@ -15,8 +15,21 @@ from opsolve.train.config import TrainConfig
 def build_optimizer(
     cfg: TrainConfig, params: Iterator[torch.nn.Parameter]
 ) -> torch.optim.Optimizer:
-    """Adam (coupled L2 penalty, as the FNO and MgNO codes) or AdamW (decoupled decay)."""
+    """Adam (coupled L2 penalty, as the FNO and MgNO codes), AdamW (decoupled decay) or
+    AdamW with Tensor-GaLore low-rank moments (:class:`opsolve.train.lowrank.LowRankAdamW`)."""
     o = cfg.optimizer
+    if o.name == "galore_adamw":
+        from opsolve.train.lowrank import LowRankAdamW
+
+        g = o.galore
+        return LowRankAdamW(
+            params,
+            lr=o.lr,
+            weight_decay=o.weight_decay,
+            rank=g.rank,
+            update_gap=g.update_gap,
+            scale=g.scale,
+        )
     cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
     return cls(params, lr=o.lr, weight_decay=o.weight_decay)
 

@@ -1,0 +1,154 @@
+"""Low-rank gradient training: neuraloperator's Tensor-GaLore AdamW, made to resume exactly.
+
+GaLore (Zhao et al., ICML 2024) keeps Adam's moments in a low-rank subspace of each weight's
+gradient; Tensor-GaLore (George et al., 2025) takes the subspace from a Tucker decomposition of
+the gradient tensor, so convolution kernels and spectral weights keep their tensor structure.
+The optimizer is ``neuralop.training.AdamW`` (decoupled weight decay); this module chooses
+which weights are projected and how far, and fixes three things of the library's version:
+
+* **The subspace is refreshed** every ``update_gap`` steps, as GaLore prescribes; the
+  library's projector computes it once, at the first step, and never again.
+* **Ranks never exceed what an axis holds.** ``rank`` is a fraction of each axis of a
+  weight; axes of at most 4 entries (the taps of a 3x3 kernel, the real / imaginary pair of a
+  spectral weight) are kept whole, and no rank exceeds the product of the others. tensorly
+  pads a Tucker factor with random columns when a rank exceeds the singular vectors an
+  unfolding has, which would make runs depend on the global random state.
+* **Checkpoints hold tensors only.** The projector objects in the optimizer state become their
+  Tucker factors in ``state_dict()`` and are rebuilt by ``load_state_dict()``, so the state
+  loads with ``torch.load(weights_only=True)`` and a resumed run continues bit for bit.
+
+Weights of two or more axes are projected; biases and norm scales are updated by plain AdamW.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import tensorly as tl
+import torch
+from neuralop.training.adamw import AdamW as NeuralopAdamW
+from neuralop.training.tensor_galore_projector import TensorGaLoreProjector
+
+KEPT_AXIS = 4  # axes of at most this many entries are not compressed
+
+
+def tucker_ranks(shape: tuple[int, ...], rank: float) -> list[int]:
+    """Per-axis Tucker ranks: ``ceil(rank * n)`` on axes longer than 4, ``n`` on the others,
+    then each capped by the product of the other ranks (a mode's unfolding has no more
+    singular vectors than that: a ``(1, 128)`` weight has rank ``[1, 1]``)."""
+    ranks = [n if n <= KEPT_AXIS else min(n, max(1, math.ceil(rank * n))) for n in shape]
+    changed = True
+    while changed:
+        changed = False
+        for i, r in enumerate(ranks):
+            cap = math.prod(ranks[:i] + ranks[i + 1 :])
+            if r > cap:
+                ranks[i], changed = cap, True
+    return ranks
+
+
+class RefreshedProjector(TensorGaLoreProjector):
+    """neuraloperator's Tucker projector with its subspace recomputed every ``update_gap``
+    steps (and fixed per-axis ``ranks``)."""
+
+    def project(self, full_rank_grad: torch.Tensor, iter: int) -> torch.Tensor:  # noqa: A002
+        if self.proj_tensor is None or iter % self.update_proj_gap == 0:
+            self.proj_tensor = self.get_projection_tensor(full_rank_grad, self.rank)
+        self.proj_tensor = [f.to(full_rank_grad.device) for f in self.proj_tensor]
+        return self.transform(self.proj_tensor, full_rank_grad)
+
+
+class LowRankAdamW(NeuralopAdamW):
+    """AdamW with Tensor-GaLore projection of every weight of >= 2 axes.
+
+    Args:
+        params: the model's parameters.
+        lr, weight_decay: as AdamW (decoupled decay).
+        rank: fraction of each axis kept (axes of <= 4 entries whole), in (0, 1].
+        update_gap: optimizer steps between recomputations of the subspace.
+        scale: factor on the projected-back update (GaLore's ``alpha``).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.nn.Parameter],
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        rank: float = 0.5,
+        update_gap: int = 50,
+        scale: float = 1.0,
+    ) -> None:
+        if not 0.0 < rank <= 1.0:
+            raise ValueError(f"rank must be in (0, 1], got {rank}")
+        params = [p for p in params if p.requires_grad]
+        projected = [p for p in params if p.dim() >= 2]
+        plain = [p for p in params if p.dim() < 2]
+        if not plain:  # the library needs a first (plain) group
+            plain, projected = projected[:1], projected[1:]
+        tl.set_backend("pytorch")
+        super().__init__(
+            plain,
+            lr=lr,
+            weight_decay=weight_decay,
+            galore_params=projected or None,
+            galore_rank=rank,
+            galore_update_proj_gap=update_gap,
+            galore_scale=scale,
+            warm_restart=False,
+        )
+
+    def _projector(self, shape: tuple[int, ...]) -> RefreshedProjector:
+        return RefreshedProjector(
+            rank=tucker_ranks(shape, float(self.galore_rank)),
+            update_proj_gap=self.galore_update_proj_gap,
+            scale=self.galore_scale,
+            warm_restart=False,
+        )
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        for group in self.param_groups:
+            if not group.get("galore", False):
+                continue
+            for p in group["params"]:
+                if p.grad is not None and "projector" not in self.state[p]:
+                    self.state[p]["projector"] = self._projector(tuple(p.shape))
+        return super().step(closure)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The state with each projector replaced by its list of Tucker factors."""
+        state = super().state_dict()
+        state["state"] = {
+            key: {
+                **entry,
+                "projector": [f.clone() for f in entry["projector"].proj_tensor],
+            }
+            if isinstance(entry.get("projector"), TensorGaLoreProjector)
+            else entry
+            for key, entry in state["state"].items()
+        }
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a :meth:`state_dict`, rebuilding the projectors from their factors."""
+        super().load_state_dict(state_dict)
+        for p, entry in self.state.items():
+            factors = entry.get("projector")
+            if isinstance(factors, list | tuple):
+                projector = self._projector(tuple(p.shape))
+                projector.proj_tensor = [f.to(p.device) for f in factors]
+                entry["projector"] = projector
+
+
+def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes of every tensor in the optimizer's state (moments, projection factors)."""
+    total = 0
+    for entry in optimizer.state.values():
+        for value in entry.values():
+            tensors = value.proj_tensor if isinstance(value, TensorGaLoreProjector) else value
+            for t in tensors if isinstance(tensors, list | tuple) else [tensors]:
+                if torch.is_tensor(t):
+                    total += t.numel() * t.element_size()
+    return total

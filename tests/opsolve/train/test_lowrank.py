@@ -1,0 +1,110 @@
+"""Low-rank (Tensor-GaLore) training: smaller optimizer state, refreshed subspaces, exact
+resume through weights-only checkpoints, configs."""
+
+import io
+
+import pytest
+import torch
+
+from opsolve.cli import main
+from opsolve.models.lsm import LSM
+from opsolve.train.checkpoint import load_checkpoint
+from opsolve.train.config import load_train_config
+from opsolve.train.lowrank import LowRankAdamW, optimizer_state_bytes, tucker_ranks
+from tests.opsolve.train.test_train import METRICS, metric_rows, run_cli, write_config
+
+
+def test_ranks_keep_short_axes_and_never_exceed_an_axis():
+    assert tucker_ranks((512, 1024, 3, 3), 0.25) == [128, 256, 3, 3]
+    assert tucker_ranks((20, 20, 12, 12, 5, 2), 0.5) == [10, 10, 6, 6, 3, 2]
+    assert tucker_ranks((7, 300), 1e-4) == [1, 1]
+    assert tucker_ranks((9, 9), 1.0) == [9, 9]
+    assert tucker_ranks((1, 128), 0.5) == [1, 1]  # one singular vector only
+    assert tucker_ranks((8, 4, 1), 1.0) == [4, 4, 1]
+
+
+def _step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor) -> None:
+    optimizer.zero_grad()
+    (model(x) ** 2).mean().backward()
+    optimizer.step()
+
+
+def test_state_is_a_fraction_of_adamw_and_the_subspace_is_refreshed():
+    torch.manual_seed(0)
+    model = LSM(1, 1, width=16)
+    x = torch.randn(2, 1, 32, 32)
+    adamw = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    _step(model, adamw, x)
+    low = LowRankAdamW(model.parameters(), lr=1e-3, rank=0.25, update_gap=2)
+    _step(model, low, x)
+    ratio = optimizer_state_bytes(low) / optimizer_state_bytes(adamw)
+    assert 0.05 < ratio < 0.2, ratio
+    weight = model.encoder[4][1][0].weight  # (128, 128, 3, 3)
+    first = [f.clone() for f in low.state[weight]["projector"].proj_tensor]
+    assert [tuple(f.shape) for f in first] == [(128, 32), (128, 32), (3, 3), (3, 3)]
+    _step(model, low, x)  # step 1: same subspace
+    kept = low.state[weight]["projector"].proj_tensor
+    assert all(torch.equal(a, b) for a, b in zip(first, kept, strict=True))
+    _step(model, low, x)  # step 2: recomputed from the new gradient
+    moved = low.state[weight]["projector"].proj_tensor
+    assert not torch.allclose(first[0], moved[0])
+
+
+def test_a_weights_only_round_trip_continues_bit_for_bit():
+    torch.manual_seed(1)
+    model = LSM(1, 1, width=8)
+    x = torch.randn(2, 1, 32, 32)
+    optimizer = LowRankAdamW(model.parameters(), lr=1e-3, weight_decay=1e-4, update_gap=3)
+    for _ in range(2):
+        _step(model, optimizer, x)
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, buffer)
+    for _ in range(3):  # crosses a subspace update
+        _step(model, optimizer, x)
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=True)
+    clone = LSM(1, 1, width=8)
+    clone.load_state_dict(saved["model"])
+    resumed = LowRankAdamW(clone.parameters(), lr=1e-3, weight_decay=1e-4, update_gap=3)
+    resumed.load_state_dict(saved["optimizer"])
+    for _ in range(3):
+        _step(clone, resumed, x)
+    for a, b in zip(model.parameters(), clone.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_killed_low_rank_run_resumes_to_the_uninterrupted_result(small_dataset, tmp_path):
+    """FNO on the tiny Darcy data with galore_adamw (subspace every 2 steps), killed after step
+    7 and resumed: the same metrics and weights as the run that was not interrupted."""
+    optimizer = {"name": "galore_adamw", "lr": 5e-3, "galore": {"rank": 0.5, "update_gap": 2}}
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    config = write_config(tmp_path, small_dataset, straight, optimizer=optimizer)
+    assert main(["train", str(config), "--no-progress"]) == 0
+    config = write_config(tmp_path, small_dataset, killed, optimizer=optimizer)
+    result = run_cli(
+        "train", str(config), "--no-progress", env={"OPSOLVE_FAULT": "kill_after_steps=7"}
+    )
+    assert result.returncode == 137, result.stderr
+    assert main(["train", str(config), "--resume", "--no-progress"]) == 0
+    a, b = metric_rows(straight), metric_rows(killed)
+    assert [r["epoch"] for r in b] == [1, 2, 3, 4]
+    for ra, rb in zip(a, b, strict=True):
+        for key in METRICS:
+            assert rb[key] == pytest.approx(ra[key], rel=1e-6, abs=0), key
+    sa = load_checkpoint(straight / "checkpoints" / "last.pt")["state"]
+    sb = load_checkpoint(killed / "checkpoints" / "last.pt")["state"]
+    for key in sa:
+        torch.testing.assert_close(sb[key], sa[key], rtol=1e-5, atol=1e-7)
+
+
+def test_galore_keys_need_the_galore_optimizer(small_dataset, tmp_path, capsys):
+    config = write_config(tmp_path, small_dataset, tmp_path / "x")
+    assert main(["train", str(config), "optimizer.galore.rank=0.3", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "galore applies to galore_adamw only, not to 'adam'" in err and err.count("\n") == 1
+    assert (
+        main(["train", str(config), "optimizer.name=galore_adamw", "optimizer.galore.rank=0"]) == 2
+    )
+    assert "optimizer.galore.rank" in capsys.readouterr().err
+    cfg = load_train_config(config, ["optimizer.name=galore_adamw", "optimizer.galore.rank=0.3"])
+    assert cfg.optimizer.galore.rank == 0.3 and cfg.optimizer.galore.update_gap == 50
