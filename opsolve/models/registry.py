@@ -8,8 +8,8 @@ A builder takes the keyword arguments of ``model.params`` (with ``in_channels`` 
 Registered here: ``fno`` and ``tfno`` (``neuralop.models.FNO`` / ``TFNO``), ``mgno``
 (:class:`opsolve.models.mgno.MgNO`), ``lsm`` (:class:`opsolve.models.lsm.LSM`), and for
 trajectories ``spacetime_fno`` (:class:`opsolve.models.sfno.SpaceTimeFNO`), ``fno3d``
-(:class:`opsolve.models.fno3d.FNO3dBaseline`), ``lsm_trajectory``
-(:class:`opsolve.models.lsm.LSMRollout`) and ``observer``
+(:class:`opsolve.models.fno3d.FNO3dBaseline`), ``lsm_trajectory`` and
+``fno_trajectory`` (:mod:`opsolve.models.rollout`, frame-by-frame rollouts) and ``observer``
 (:class:`opsolve.models.observer.SemilinearObserver`, wrapped in
 :class:`opsolve.models.wrapper.ObserverOperator`: it takes measurements and masks, not
 frames); models are imported when first built. Trajectory models map ``(batch, T_in, x, y)``
@@ -185,15 +185,19 @@ def _lsm(**params: Any) -> torch.nn.Module:
     return LSM.from_config(params)
 
 
-def _lsm_trajectory(**params: Any) -> torch.nn.Module:
-    """:class:`opsolve.models.lsm.LSMRollout`: LSM rolled out frame by frame."""
-    from opsolve.models.lsm import LSMRollout
+def _rollout(kind: str) -> Builder:
+    def build(**params: Any) -> torch.nn.Module:
+        from opsolve.models import rollout
 
-    return LSMRollout(**params)
+        return getattr(rollout, f"{kind}_rollout")(**params)
+
+    build.__doc__ = f":func:`opsolve.models.rollout.{kind}_rollout`: rolled out frame by frame."
+    return build
 
 
 register_model("lsm", _lsm)
-register_model("lsm_trajectory", _lsm_trajectory, trajectories=True)
+register_model("lsm_trajectory", _rollout("lsm"), trajectories=True)
+register_model("fno_trajectory", _rollout("fno"), trajectories=True)
 
 
 def build_operator(

@@ -111,11 +111,18 @@ def test_residual_loss_fno3d_baseline_and_comparison(ns_data, sfno_run, tmp_path
     assert (out / "comparison_samples.png").stat().st_size > 10_000
 
 
-def test_lsm_rollout_trains_and_evaluates_frame_by_frame(ns_data, tmp_path):
-    run = tmp_path / "lsm"
-    params = {"width": 8, "num_tokens": 2, "heads": 4, "padding": [16, 0]}  # coarsest 2 x 1
-    lsm = {"name": "lsm_trajectory", "params": params}
-    config = write_config(tmp_path, ns_data, run, model=lsm, epochs=2)
+ROLLOUTS = {
+    # coarsest LSM map 2 x 1 (instance norm needs more than one point)
+    "lsm_trajectory": {"width": 8, "num_tokens": 2, "heads": 4, "padding": [16, 0]},
+    "fno_trajectory": {"n_modes": [8, 8], "hidden_channels": 8, "n_layers": 2},
+}
+
+
+@pytest.mark.parametrize("name", sorted(ROLLOUTS))
+def test_frame_rollouts_train_and_evaluate(ns_data, tmp_path, name):
+    run = tmp_path / name
+    model = {"name": name, "params": ROLLOUTS[name]}
+    config = write_config(tmp_path, ns_data, run, model=model, epochs=2)
     assert main(["train", str(config), "--no-progress"]) == 0
     op, ckpt = load_trained(run)
     assert ckpt["model"]["params"]["input_steps"] == 6
@@ -144,7 +151,10 @@ def test_user_errors_for_trajectory_configs(ns_data, small_dataset, tmp_path, ca
     assert main(["train", str(fno_on_ns), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "holds trajectories, but model 'fno' maps steady fields" in err
-    assert "models for trajectories: fno3d, lsm_trajectory, observer, spacetime_fno" in err
+    assert (
+        "models for trajectories: fno3d, fno_trajectory, lsm_trajectory, observer, spacetime_fno"
+        in err
+    )
 
 
 def test_rollout_evaluation_writes_curves_spectra_snapshots(sfno_run, ns_data, capsys):

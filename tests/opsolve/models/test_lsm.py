@@ -10,7 +10,6 @@ import torch
 from datagen.core.errors import UserError
 from opsolve.models.lsm import (
     LSM,
-    LSMRollout,
     NeuralSpectralBlock,
     default_padding,
     patch_layout,
@@ -118,7 +117,7 @@ def test_parameter_counts_equal_the_public_models():
     19,188,033, by ``sum(p.numel() for p in model.parameters())``."""
     darcy = LSM(1, 1, width=64, padding=11, patch=6)
     assert count_parameters(darcy) == 19_187_457
-    ns = LSMRollout(input_steps=10, output_steps=10, width=64, patch=4)
+    ns = build_model("lsm_trajectory", {"input_steps": 10, "output_steps": 10, "patch": 4})
     assert count_parameters(ns) == 19_188_033
 
 
@@ -142,15 +141,17 @@ def test_checkpoint_round_trip_gives_identical_outputs():
         assert torch.equal(rebuilt(x), model(x))
 
 
-def test_the_rollout_feeds_each_frame_back():
+def test_the_lsm_rollout_feeds_each_frame_back():
     torch.manual_seed(2)
-    model = LSMRollout(input_steps=3, output_steps=2, width=8).eval()
+    params = {"input_steps": 3, "output_steps": 2, "width": 8}
+    model = build_model("lsm_trajectory", params).eval()
+    assert model.config == {**params, "norm": "instance"}
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         out = model(x, out_steps=4)
         window, frames = x, []
         for _ in range(4):
-            frames.append(model.lsm(window))
+            frames.append(model.step(window))
             window = torch.cat([window[:, 1:], frames[-1]], 1)
     assert out.shape == (2, 4, 32, 32)
     torch.testing.assert_close(out, torch.cat(frames, 1))

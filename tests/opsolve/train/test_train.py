@@ -273,7 +273,10 @@ def _other_schema(tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     "case, message",
     [
-        ("unknown_model", "model.name: unknown model 'unet'; registered: fno, fno3d, lsm, "),
+        (
+            "unknown_model",
+            "model.name: unknown model 'unet'; registered: fno, fno3d, fno_trajectory, lsm, ",
+        ),
         ("missing_data", "data.root: directory"),
         ("other_schema", "not a dataset file of this package"),
         ("channels", "model.params.in_channels: 3 does not match the data, which has 1 (a)"),
@@ -329,7 +332,7 @@ def test_the_command_line_prints_no_traceback(small_dataset, tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
-    registered = "fno, fno3d, lsm, lsm_trajectory, mgno, observer, spacetime_fno, tfno"
+    registered = "fno, fno3d, fno_trajectory, lsm, lsm_trajectory, mgno, observer, spacetime_fno"
     assert f"registered: {registered}" in result.stderr
 
 
@@ -397,7 +400,13 @@ def test_shipped_configs_validate_and_build(path):
     if cfg.model.name == "mgno":
         pytest.importorskip("opsolve.models.mgno")
     params = {**cfg.model.params, "in_channels": 1, "out_channels": 1}
-    trajectory_models = ("spacetime_fno", "fno3d", "observer", "lsm_trajectory")
+    trajectory_models = (
+        "spacetime_fno",
+        "fno3d",
+        "observer",
+        "lsm_trajectory",
+        "fno_trajectory",
+    )
     if cfg.model.name in trajectory_models:  # steps from the window
         window = cfg.data.window
         params = {**cfg.model.params, "input_steps": window.input_steps}
