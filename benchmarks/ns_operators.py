@@ -1,27 +1,30 @@
-"""SFNO (dense, low-rank, Monarch weights) vs FNO-3D on the same Navier-Stokes data, and the
-Spectral-Refiner on held-out trajectories, in one run.
+"""SFNO (dense, low-rank, Monarch weights) vs FNO-3D, LSM and FNO-2D on the same Navier-Stokes
+data, and the Spectral-Refiner on held-out trajectories, in one run.
 
 The data: FNO-type flow (nu = 1e-3, ``configs/datagen/ns_small.yaml``) solved at
 ``--resolution`` (default 64), stored at ``--store`` (default 32) and, for the refiner's
 super-resolution row, also at the solve grid; ``--train / --valid / --test`` trajectories.
-The models: ``configs/train/ns_{sfno,sfno_lowrank,sfno_monarch,fno3d}_small.yaml`` (10 frames in,
-10 out; the same widths, layers, optimizer settings and batch size), each for ``--epochs``
-epochs in its own process (peak memory is its own). All are evaluated on the same test split
-by ``opsolve.eval.compare.compare_runs``: relative space-time (Bochner) L2 and H1, parameters,
-seconds per epoch, peak memory, and each model's L2 over FNO-3D's. ``--set KEY=VALUE ...``
-overrides every model's config (e.g. ``model.params.width=20``, the paper's SFNO width; the
-low-rank config asks for a quarter of the dense parameters, so its rank follows the width), and
-``--datagen-set KEY=VALUE ...`` the data's generation config (e.g. ``time.records=50``).
+The models: ``configs/train/ns_{sfno,sfno_lowrank,sfno_monarch,fno3d}_small.yaml`` (10 frames
+in, 10 out; the same widths, layers, optimizer settings and batch size) and, with
+``--models``, the frame-by-frame rollouts ``ns_lsm_small`` (LSM) and ``ns_fno2d_small``
+(FNO-2D), each for ``--epochs`` epochs in its own process (peak memory is its own). All are
+evaluated on the same test split by ``opsolve.eval.compare.compare_runs``: relative
+space-time (Bochner) L2 and H1, parameters, seconds per epoch, peak memory, and each model's
+L2 over FNO-3D's (FNO-2D's without FNO-3D). ``--set KEY=VALUE ...`` overrides every model's
+config (e.g. ``model.params.width=20``, the paper's SFNO width; the low-rank config asks for
+a quarter of the dense parameters, so its rank follows the width), and ``--datagen-set
+KEY=VALUE ...`` the data's generation config (e.g. ``time.records=50``).
 
 Then the dense SFNO is refined per test trajectory (``opsolve refine``: output layer enlarged to
 every mode of the grid, ``--refine-steps`` Adam steps, rate 0.1 on a cosine, on the H^-1 norm of
 the vorticity residual, no data) on the training grid and on the solve grid (zero-shot
-super-resolution); reported: the test relative L2 error to the truth and the H^-1 residual
-before and after.
+super-resolution; skipped with ``--refine-steps 0``); reported: the test relative L2 error to
+the truth and the H^-1 residual before and after.
 
     python benchmarks/ns_operators.py [--resolution 64] [--store 32] [--train 32] [--valid 4]
-        [--test 4] [--epochs 10] [--refine-steps 200] [--set KEY=VALUE ...]
-        [--datagen-set KEY=VALUE ...] [--out runs/bench/ns_operators] [--device cpu]
+        [--test 4] [--epochs 10] [--models sfno ... lsm fno2d] [--refine-steps 200]
+        [--set KEY=VALUE ...] [--datagen-set KEY=VALUE ...] [--out runs/bench/ns_operators]
+        [--device cpu]
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from pathlib import Path
 
 from operator_runs import ROOT, machine_line, run, table, train_in_child
 
-MODELS = ("sfno", "sfno_lowrank", "sfno_monarch", "fno3d")
+MODELS = ("sfno", "sfno_lowrank", "sfno_monarch", "fno3d", "lsm", "fno2d")
 
 
 def generate_data(
@@ -134,10 +137,10 @@ def main() -> None:
     rows = compare_runs(list(runs.values()), args.out / "compare", samples=2)["rows"]
     for model in args.models:
         rows[model]["peak_memory_mib"] = costs[model]["peak_mib"]
-    reference = "fno3d" if "fno3d" in rows else args.models[0]
+    reference = next((m for m in ("fno3d", "fno2d") if m in rows), args.models[0])
     report = table(f"Same epochs ({args.epochs})", rows, reference)
     refined = {}
-    if "sfno" in runs:
+    if "sfno" in runs and args.refine_steps > 0:
         refined = refinement_rows(runs["sfno"], fine, args.refine_steps, args.test, args.device)
         report += "\n" + refinement_table(refined)
     print("\n" + report)

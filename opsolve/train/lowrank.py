@@ -4,7 +4,7 @@ GaLore (Zhao et al., ICML 2024) keeps Adam's moments in a low-rank subspace of e
 gradient; Tensor-GaLore (George et al., 2025) takes the subspace from a Tucker decomposition of
 the gradient tensor, so convolution kernels and spectral weights keep their tensor structure.
 The optimizer is ``neuralop.training.AdamW`` (decoupled weight decay); this module chooses
-which weights are projected and how far, and fixes three things of the library's version:
+which weights are projected and how far, and changes four things of the library's version:
 
 * **The subspace is refreshed** every ``update_gap`` steps, as GaLore prescribes; the
   library's projector computes it once, at the first step, and never again.
@@ -13,6 +13,8 @@ which weights are projected and how far, and fixes three things of the library's
   spectral weight) are kept whole, and no rank exceeds the product of the others. tensorly
   pads a Tucker factor with random columns when a rank exceeds the singular vectors an
   unfolding has, which would make runs depend on the global random state.
+* **The factors come from a truncated HOSVD** (:func:`hosvd_factors`), tens of times faster on
+  a CPU than tensorly's iterated Tucker decomposition (:class:`RefreshedProjector`).
 * **Checkpoints hold tensors only.** The projector objects in the optimizer state become their
   Tucker factors in ``state_dict()`` and are rebuilt by ``load_state_dict()``, so the state
   loads with ``torch.load(weights_only=True)`` and a resumed run continues bit for bit.
@@ -49,15 +51,37 @@ def tucker_ranks(shape: tuple[int, ...], rank: float) -> list[int]:
     return ranks
 
 
+def hosvd_factors(tensor: torch.Tensor, ranks: list[int]) -> list[torch.Tensor]:
+    """Truncated higher-order SVD: per axis ``i`` the ``ranks[i]`` leading left singular
+    vectors of the mode-``i`` unfolding, ``(n_i, r_i)`` with orthonormal columns, from the
+    eigenvectors of its ``(n_i, n_i)`` Gram matrix (largest first; complex tensors too)."""
+    factors = []
+    for axis, rank in enumerate(ranks):
+        unfolding = tensor.movedim(axis, 0).reshape(tensor.shape[axis], -1)
+        gram = unfolding @ unfolding.conj().T
+        _values, vectors = torch.linalg.eigh(gram)  # ascending eigenvalues
+        factors.append(vectors[:, -rank:].flip(-1).contiguous())
+    return factors
+
+
 class RefreshedProjector(TensorGaLoreProjector):
     """neuraloperator's Tucker projector with its subspace recomputed every ``update_gap``
-    steps (and fixed per-axis ``ranks``)."""
+    steps, fixed per-axis ``ranks``, and the factors by truncated HOSVD
+    (:func:`hosvd_factors`) instead of tensorly's ``tucker`` (HOOI from an SVD start): on a
+    ``(128, 256, 3, 3)`` weight of LSM at ranks ``[64, 128, 3, 3]`` the HOSVD took 1.6 s and
+    ``tucker`` 36 s on the same (busy) 2-core CPU, and ``tucker`` took 153 s on the largest,
+    ``(512, 1024, 3, 3)``, once per refresh. GaLore itself takes a truncated SVD of the
+    gradient, which the HOSVD is on every axis; the library's projection and projection back
+    (``transform`` / ``inverse_transform``) are used as they are."""
 
     def project(self, full_rank_grad: torch.Tensor, iter: int) -> torch.Tensor:  # noqa: A002
         if self.proj_tensor is None or iter % self.update_proj_gap == 0:
             self.proj_tensor = self.get_projection_tensor(full_rank_grad, self.rank)
         self.proj_tensor = [f.to(full_rank_grad.device) for f in self.proj_tensor]
         return self.transform(self.proj_tensor, full_rank_grad)
+
+    def get_projection_tensor(self, weights: torch.Tensor, rank: list[int]) -> list[torch.Tensor]:
+        return hosvd_factors(weights.detach(), list(rank))
 
 
 class LowRankAdamW(NeuralopAdamW):

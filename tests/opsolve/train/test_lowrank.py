@@ -108,3 +108,22 @@ def test_galore_keys_need_the_galore_optimizer(small_dataset, tmp_path, capsys):
     assert "optimizer.galore.rank" in capsys.readouterr().err
     cfg = load_train_config(config, ["optimizer.name=galore_adamw", "optimizer.galore.rank=0.3"])
     assert cfg.optimizer.galore.rank == 0.3 and cfg.optimizer.galore.update_gap == 50
+
+
+def test_hosvd_recovers_a_tensor_of_that_tucker_rank():
+    """A tensor of exact Tucker rank [3, 4, 2]: the factors are orthonormal and projecting onto
+    them and back returns the tensor (what the optimizer's update goes through)."""
+    from opsolve.train.lowrank import RefreshedProjector, hosvd_factors
+
+    torch.manual_seed(4)
+    core = torch.randn(3, 4, 2, dtype=torch.float64)
+    bases = [torch.linalg.qr(torch.randn(n, r, dtype=torch.float64))[0] for n, r in
+             ((10, 3), (12, 4), (5, 2))]  # fmt: skip
+    tensor = torch.einsum("abc,ia,jb,kc->ijk", core, *bases)
+    factors = hosvd_factors(tensor, [3, 4, 2])
+    for f, r in zip(factors, (3, 4, 2), strict=True):
+        torch.testing.assert_close(f.T @ f, torch.eye(r, dtype=torch.float64))
+    projector = RefreshedProjector(rank=[3, 4, 2], update_proj_gap=10)
+    low = projector.project(tensor, 0)
+    assert low.shape == (3, 4, 2)
+    torch.testing.assert_close(projector.project_back(low), tensor)
