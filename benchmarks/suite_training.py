@@ -77,21 +77,20 @@ def operator_for(cfg: Any, kind: str) -> tuple[torch.nn.Module, int, int]:
     return op, c_in, c_out
 
 
-def throughput(
-    cfg: Any, grid: tuple[int, ...], device: str, steps: int, warmup: int, batch: int
-) -> dict[str, float]:
-    """Samples per second over ``steps`` trainer steps (after ``warmup``), peak memory (MiB,
-    CUDA only) and the last loss, at ``cfg.precision``."""
-    from opsolve.train import distributed as D
+def trainer_loop(cfg: Any, grid: tuple[int, ...], device: str) -> tuple[Any, int, int]:
+    """The trainer's loop object around the config's operator, optimizer and objective (or
+    the observer's task), built as :func:`opsolve.train.trainer.train` builds them; and the
+    model's in / out channels."""
     from opsolve.train.assimilation import AssimilationTask
     from opsolve.train.checkpoint import seed_everything
+    from opsolve.train.distributed import DistInfo
     from opsolve.train.optim import (
         build_optimizer,
         build_scheduler,
         check_amp_model,
         spectral_layers_in_fp32,
     )
-    from opsolve.train.trainer import State, _Loop
+    from opsolve.train.trainer import _Loop
 
     seed_everything(cfg.seed)
     kind = data_kind(cfg.model.name)
@@ -101,31 +100,31 @@ def throughput(
     if cfg.precision == "amp":
         spectral_layers_in_fp32(op)
     optimizer = build_optimizer(cfg, op.parameters())
-    scaler = torch.amp.GradScaler(
-        "cuda", enabled=cfg.precision == "amp" and cfg.amp_dtype == "fp16"
-    )
+    scheduler = build_scheduler(cfg, optimizer)
+    fp16 = cfg.precision == "amp" and cfg.amp_dtype == "fp16"
+    scaler = torch.amp.GradScaler("cuda", enabled=fp16)
     data = SimpleNamespace(kind=kind, spacing=1.0 / max(grid[0] - 1, 1), physics=None)
-    info = D.DistInfo()
-    loop = _Loop(
-        cfg,
-        info,
-        torch.device(device),
-        op,
-        op,
-        optimizer,
-        build_scheduler(cfg, optimizer),
-        scaler,
-        data,
-        None,
-        None,
-    )
+    where = torch.device(device)
+    loop = _Loop(cfg, DistInfo(), where, op, op, optimizer, scheduler, scaler, data, None, None)
     if getattr(op.model, "assimilates", False):
         loop.task = AssimilationTask(cfg.observer, 1.0, cfg.seed)
+    return loop, c_in, c_out
+
+
+def throughput(
+    cfg: Any, grid: tuple[int, ...], device: str, steps: int, warmup: int, batch: int
+) -> dict[str, float]:
+    """Samples per second over ``steps`` trainer steps (after ``warmup``), peak memory (MiB,
+    CUDA only) and the last loss (mean per sample), at ``cfg.precision``."""
+    from opsolve.train.distributed import DistInfo, train_plan
+    from opsolve.train.trainer import State
+
+    loop, c_in, c_out = trainer_loop(cfg, grid, device)
     batch_data = {
         "x": torch.randn(batch, c_in, *grid, device=device),
         "y": torch.randn(batch, c_out, *grid, device=device),
     }
-    step, state = D.train_plan(batch, batch, 0, 0, info)[0], State()
+    step, state = train_plan(batch, batch, 0, 0, DistInfo())[0], State()
     cuda = device == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -153,11 +152,10 @@ def tiny_model(cfg: Any) -> Any:
 def skip_reason(name: str, config: Path) -> str | None:
     """Why a model of :data:`MODELS` cannot be measured here, or None."""
     from opsolve.models.registry import registered_models
+    from opsolve.train.config import load_train_config
 
     if not config.is_file():
         return f"{name}: no config {config.relative_to(ROOT)} yet"
-    from opsolve.train.config import load_train_config
-
     model = load_train_config(config).model.name
     if model not in registered_models():
         return f"{name}: model {model!r} is not in the registry yet"
@@ -201,19 +199,15 @@ def training(ctx: Context) -> Section:
             if ctx.tiny:
                 cfg = tiny_model(cfg)
             batch = b.get("batch") or cfg.batch_size
-            got = throughput(cfg, grid, ctx.device, b["steps"], b["warmup"], batch)
-            channels = (
-                cfg.data.window.input_steps if data_kind(cfg.model.name) == "trajectory" else 1
-            )
-            sec.row(
-                name,
-                config,
-                str((batch, channels, *grid)),
-                precision,
-                got["samples_s"],
-                got["peak_mib"],
-                got["loss"],
-            )
+            try:
+                got = throughput(cfg, grid, ctx.device, b["steps"], b["warmup"], batch)
+            except Exception as error:  # a model that cannot train here: a failed check
+                sec.note(f"{name} {precision} failed: {type(error).__name__}: {error}")
+                sec.check(f"{name} {precision} trains", math.nan, FINITE)
+                continue
+            channels = cfg.data.window.input_steps if data_kind(cfg.model.name) != "steady" else 1
+            shape = str((batch, channels, *grid))
+            sec.row(name, config, shape, precision, got["samples_s"], got["peak_mib"], got["loss"])
             sec.check(f"{name} {precision} loss is finite", abs(got["loss"]), FINITE)
             if precision == "fp32":
                 rates[name] = got["samples_s"]
@@ -274,7 +268,10 @@ def rough(ctx: Context) -> Section:
             *[f"data.limit.{split}={n}" for split, n in counts.items()],
             *compressed_schedule(CONFIGS / config, epochs[model]),
         ]
-        costs[model] = train_in_child(CONFIGS / config, overrides)
+        try:
+            costs[model] = train_in_child(CONFIGS / config, overrides)
+        except SystemExit as error:  # the child's failure, as an error of this item
+            raise RuntimeError(str(error)) from None
     rows = compare_runs(list(runs.values()), ctx.work / "rough_runs" / "compare", samples=1)["rows"]
     for model, row in zip(ROUGH, rows.values(), strict=True):
         sec.row(
