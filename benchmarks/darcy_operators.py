@@ -38,20 +38,27 @@ from pathlib import Path
 from operator_runs import ROOT, machine_line, run, table, train_in_child
 
 
-def generate_data(out: Path, resolution: int, counts: dict[str, int]) -> Path:
-    """The shared dataset; one already there with every split file is used as it is."""
+def generate_data(
+    out: Path,
+    resolution: int,
+    counts: dict[str, int],
+    config: Path = ROOT / "configs/datagen/darcy_small.yaml",
+    name: str = "darcy_bench",
+    extra: tuple[str, ...] = (),
+) -> Path:
+    """The shared dataset (``config`` at ``resolution``, the split sizes ``counts``, more
+    ``extra`` overrides); one already there with every split file is used as it is."""
     from datagen.core.config import load_config
     from datagen.core.schema import split_file
     from datagen.generate import generate
     from datagen.problems.darcy.config import DarcyConfig
 
-    name = "darcy_bench"
     if all(split_file(out, name, split).is_file() for split, n in counts.items() if n):
         print(f"data: {out} (already there)", flush=True)
         return out
     overrides = [f"resolution={resolution}", f"output.dir={out}", f"name={name}"]
-    overrides += [f"samples.{split}={n}" for split, n in counts.items()]
-    cfg = load_config(DarcyConfig, ROOT / "configs/datagen/darcy_small.yaml", overrides)
+    overrides += [f"samples.{split}={n}" for split, n in counts.items()] + list(extra)
+    cfg = load_config(DarcyConfig, config, overrides)
     start = time.perf_counter()
     generate(cfg, progress=False)
     print(f"data: {out} ({time.perf_counter() - start:.1f} s)", flush=True)

@@ -82,6 +82,7 @@ def test_bad_boundary_is_rejected():
         gaussian_random_field([0], 9, 2.0, 3.0, "dirichlet")  # type: ignore[arg-type]
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cpu_and_cuda_agree():
     seeds = [sample_seed(0, 0, i) for i in range(4)]
