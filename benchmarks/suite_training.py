@@ -38,10 +38,12 @@ MODELS: list[tuple[str, str, tuple[int, ...]]] = [
     ("sfno", "ns_sfno.yaml", (64, 64)),  # ns_fno_1e-3, 10 frames in, 40 out
     ("observer_ns", "ns_observer.yaml", (64, 64)),  # ns_da
     ("observer_ks", "ks_observer.yaml", (64,)),  # ks_l22
-    ("lsm", "darcy_lsm.yaml", (85, 85)),  # the Latent Spectral Model, when it is registered
+    ("lsm", "darcy_lsm.yaml", (85, 85)),  # the Latent Spectral Model
 ]
 TINY_GRID = {1: (64,), 2: (33, 33)}
 TINY_PARAMS = {"width": 4, "hidden_channels": 4, "gain_width": 4, "expansion": 8}  # where present
+# LSM on the tiny grid: 8 wide over 4 heads, padding and patch chosen for the grid
+TINY_LSM = {"width": 8, "heads": 4, "padding": None, "patch": None}
 ROUGH = {"mgno": ("darcy_mgno_rough.yaml", "mgno_rough"), "fno": ("darcy_fno.yaml", "fno_rough")}
 FINITE = 1e6  # a relative loss or error above this is as wrong as a NaN
 LOADER_SHARE = 0.8  # of a budget left to the steps; the rest goes to loading and validation
@@ -146,6 +148,8 @@ def tiny_model(cfg: Any) -> Any:
     """``cfg`` with its model narrowed (:data:`TINY_PARAMS`, where its params have the key)."""
     params = dict(cfg.model.params)
     params.update({k: v for k, v in TINY_PARAMS.items() if k in params})
+    if cfg.model.name.startswith("lsm"):
+        params.update(TINY_LSM)
     return cfg.model_copy(update={"model": cfg.model.model_copy(update={"params": params})})
 
 
