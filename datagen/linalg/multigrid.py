@@ -317,6 +317,25 @@ class Level:
     inverse_diagonal: torch.Tensor
     shape: tuple[int, int]
     interpolation: OperatorInterpolation | None = None  # None: the bilinear transfers
+    weight: torch.Tensor | None = None  # damping * inverse_diagonal, the smoother's weight
+
+
+def descend(operator, weight, restrict_, f: torch.Tensor, smoothing: int):
+    """The way down one level of a V-cycle from a zero guess: damped-Jacobi pre-smoothing
+    ``x <- x + weight (f - A x)`` (the first sweep is ``weight f``), then the restricted
+    residual. Returns ``(x, R (f - A x))``: (B, n0, n1) and (B, n_c0, n_c1)."""
+    x = weight * f
+    for _ in range(smoothing - 1):
+        x = x + weight * (f - operator(x))
+    return x, restrict_(f - operator(x))
+
+
+def ascend(operator, weight, prolong_, f, x, coarse, smoothing: int) -> torch.Tensor:
+    """The way up: ``x + P coarse``, then ``smoothing`` post-smoothing sweeps: (B, n0, n1)."""
+    x = x + prolong_(coarse, (f.shape[-2], f.shape[-1]))
+    for _ in range(smoothing):
+        x = x + weight * (f - operator(x))
+    return x
 
 
 class Multigrid:
@@ -341,6 +360,11 @@ class Multigrid:
             data from 33^2 to 257^2, against 0.15-0.27 with bilinear weights;
             ``benchmarks/multigrid_factor.py``) or "bilinear" (the only one for vertex
             coarsening).
+        setup_dtype: precision in which the hierarchy (interpolation weights, Galerkin
+            operators, coarsest factorization) is built; None: the operator's. The operator
+            needs a ``to(dtype)`` method. Building a float32 cycle in float32 halves the set-up's
+            memory traffic (2-2.5x faster on a CPU at 257^2) and leaves CG's iterations on the
+            Darcy data unchanged (tests/datagen).
     """
 
     def __init__(
@@ -355,6 +379,7 @@ class Multigrid:
         dtype: torch.dtype | None = None,
         coarsening: str = "interior",
         interpolation: str | None = None,
+        setup_dtype: torch.dtype | None = None,
     ) -> None:
         interpolation = interpolation or ("operator" if coarsening == "interior" else "bilinear")
         if interpolation not in ("operator", "bilinear"):
@@ -367,6 +392,8 @@ class Multigrid:
         self.dtype = dtype or like.dtype
         self.coarsening = coarsening
         self.levels: list[Level] = []
+        if setup_dtype is not None:
+            operator, like = operator.to(setup_dtype), like.to(setup_dtype)
         while True:
             low = operator.to(self.dtype)
             odd = shape[0] % 2 == 1 and shape[1] % 2 == 1
@@ -377,7 +404,8 @@ class Multigrid:
                 weights = OperatorInterpolation.from_stencil(stencil)
                 transfers = (weights.prolong, weights.restrict)
             cycle_weights = weights.to(self.dtype) if weights is not None else None
-            self.levels.append(Level(low, 1.0 / low.diagonal(), shape, cycle_weights))
+            inverse = 1.0 / low.diagonal()
+            self.levels.append(Level(low, inverse, shape, cycle_weights, damping * inverse))
             if last:
                 break
             operator = galerkin(operator, batch, shape, like, coarsening, transfers)
@@ -401,6 +429,7 @@ class Multigrid:
                 lv.inverse_diagonal[index],
                 lv.shape,
                 lv.interpolation.subset(index) if lv.interpolation is not None else None,
+                lv.weight[index],
             )
             for lv in self.levels
         ]
@@ -419,19 +448,13 @@ class Multigrid:
             if self.lu is not None:
                 return torch.linalg.lu_solve(*self.lu, rhs).reshape(f.shape)
             return torch.cholesky_solve(rhs, self.cholesky).reshape(f.shape)
-        weight = self.damping * level.inverse_diagonal
-        x = weight * f
-        for _ in range(self.smoothing - 1):
-            x = x + weight * (f - level.operator(x))
         if level.interpolation is not None:
             prolong_, restrict_ = level.interpolation.prolong, level.interpolation.restrict
         else:
             prolong_, restrict_ = TRANSFERS[self.coarsening]
-        coarse = self._cycle(depth + 1, restrict_(f - level.operator(x)))
-        x = x + prolong_(coarse, level.shape)
-        for _ in range(self.smoothing):
-            x = x + weight * (f - level.operator(x))
-        return x
+        x, coarse_f = descend(level.operator, level.weight, restrict_, f, self.smoothing)
+        coarse = self._cycle(depth + 1, coarse_f)
+        return ascend(level.operator, level.weight, prolong_, f, x, coarse, self.smoothing)
 
 
 def convergence_factor(

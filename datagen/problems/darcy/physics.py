@@ -211,7 +211,10 @@ def darcy_preconditioner(
     ``"pyamg"``: PyAMG smoothed aggregation (:class:`PyAMGCycle`, CPU, needs the nodal
     coefficients ``a`` (B, s, s))."""
     if kind == "multigrid":
-        return Multigrid(op, tuple(rhs.shape[1:]), rhs.shape[0], rhs, dtype=cycle_dtype)
+        # The hierarchy is built in the cycle's precision (half the set-up's memory traffic);
+        # CG stays in float64 and stops on the true residual.
+        shape, batch = tuple(rhs.shape[1:]), rhs.shape[0]
+        return Multigrid(op, shape, batch, rhs, dtype=cycle_dtype, setup_dtype=cycle_dtype)
     if kind == "jacobi":
         return Jacobi(op.diagonal())
     if kind == "pyamg" and a is not None:

@@ -186,6 +186,15 @@ def test_float32_vcycle_preconditions_float64_cg():
     assert bool(mixed.converged.all()) and float(mixed.residual.max()) <= 1e-10
     assert int(mixed.iterations.max()) <= int(full.iterations.max()) + 1
     assert mixed.x.dtype == torch.float64
+    # Built in float32 too: the same cycle to float32 rounding, the same iterations.
+    light = Multigrid(op, (127, 127), 4, b, dtype=torch.float32, setup_dtype=torch.float32)
+    heavy = Multigrid(op, (127, 127), 4, b, dtype=torch.float32)
+    assert light.levels[1].operator.stencil.dtype == torch.float32
+    z_light, z_heavy = light(b), heavy(b)
+    assert float((z_light - z_heavy).norm() / z_heavy.norm()) < 1e-5
+    built = pcg(op, b, preconditioner=light, tol=1e-10)
+    assert bool(built.converged.all()) and float(built.residual.max()) <= 1e-10
+    assert built.iterations.tolist() == mixed.iterations.tolist()
 
 
 def smallest_eigenvectors(a: torch.Tensor, k: int):
