@@ -41,13 +41,19 @@ class StencilOperator:
     stencil: torch.Tensor
 
     def __call__(self, u: torch.Tensor) -> torch.Tensor:
+        """``A u`` for ``u`` (B, n0, n1): the centre product, then one in-place multiply-add
+        per offset on the views of nodes whose neighbour is inside (no padded copy)."""
         n0, n1 = u.shape[-2:]
-        padded = torch.nn.functional.pad(u, (1, 1, 1, 1))
         out = self.stencil[:, 1, 1] * u
-        for di in range(3):
-            for dj in range(3):
-                if di != 1 or dj != 1:
-                    out.addcmul_(self.stencil[:, di, dj], padded[..., di : di + n0, dj : dj + n1])
+        for di in (-1, 0, 1):
+            for dj in (-1, 0, 1):
+                if di == 0 and dj == 0:
+                    continue
+                i0, i1, j0, j1 = max(0, -di), n0 - max(0, di), max(0, -dj), n1 - max(0, dj)
+                out[..., i0:i1, j0:j1].addcmul_(
+                    self.stencil[:, 1 + di, 1 + dj, i0:i1, j0:j1],
+                    u[..., i0 + di : i1 + di, j0 + dj : j1 + dj],
+                )
         return out
 
     def diagonal(self) -> torch.Tensor:
