@@ -277,27 +277,29 @@ class OperatorInterpolation:
         return cls(w, (n0, n1))
 
     def prolong(self, coarse: torch.Tensor, fine_shape: tuple[int, int]) -> torch.Tensor:
-        """(B, n_c0, n_c1) -> (B, n0, n1)."""
+        """(B, n_c0, n_c1) -> (B, n0, n1): nine in-place multiply-adds on strided views."""
         nc0, nc1 = coarse.shape[-2:]
         fine = coarse.new_zeros((coarse.shape[0], 2 * nc0 + 1, 2 * nc1 + 1))
         for a in range(3):
             for b in range(3):
-                fine[:, a : a + 2 * nc0 - 1 : 2, b : b + 2 * nc1 - 1 : 2] += (
-                    self.weights[:, a, b] * coarse
-                )
+                window = fine[:, a : a + 2 * nc0 - 1 : 2, b : b + 2 * nc1 - 1 : 2]
+                window.addcmul_(self.weights[:, a, b], coarse)
         return fine[:, : fine_shape[0], : fine_shape[1]]
 
     def restrict(self, fine: torch.Tensor) -> torch.Tensor:
-        """The transpose of :meth:`prolong`: (B, n0, n1) -> (B, n_c0, n_c1)."""
+        """The transpose of :meth:`prolong`: (B, n0, n1) -> (B, n_c0, n_c1). The fine field
+        is padded only when a side is even (its last coarse node's footprint leaves the grid)."""
         nc0, nc1 = self.weights.shape[-2:]
         n0, n1 = fine.shape[-2:]
-        padded = torch.nn.functional.pad(fine, (0, 2 * nc1 + 1 - n1, 0, 2 * nc0 + 1 - n0))
+        padded = fine
+        if (n0, n1) != (2 * nc0 + 1, 2 * nc1 + 1):
+            padded = torch.nn.functional.pad(fine, (0, 2 * nc1 + 1 - n1, 0, 2 * nc0 + 1 - n0))
         out = self.weights[:, 1, 1] * padded[:, 1 : 2 * nc0 : 2, 1 : 2 * nc1 : 2]
         for a in range(3):
             for b in range(3):
                 if a != 1 or b != 1:
                     window = padded[:, a : a + 2 * nc0 - 1 : 2, b : b + 2 * nc1 - 1 : 2]
-                    out = out + self.weights[:, a, b] * window
+                    out.addcmul_(self.weights[:, a, b], window)
         return out
 
     def subset(self, index: torch.Tensor) -> OperatorInterpolation:
@@ -332,7 +334,7 @@ def descend(operator, weight, restrict_, f: torch.Tensor, smoothing: int):
     residual. Returns ``(x, R (f - A x))``: (B, n0, n1) and (B, n_c0, n_c1)."""
     x = weight * f
     for _ in range(smoothing - 1):
-        x = x + weight * (f - operator(x))
+        x = torch.addcmul(x, weight, f - operator(x))
     return x, restrict_(f - operator(x))
 
 
@@ -340,7 +342,7 @@ def ascend(operator, weight, prolong_, f, x, coarse, smoothing: int) -> torch.Te
     """The way up: ``x + P coarse``, then ``smoothing`` post-smoothing sweeps: (B, n0, n1)."""
     x = x + prolong_(coarse, (f.shape[-2], f.shape[-1]))
     for _ in range(smoothing):
-        x = x + weight * (f - operator(x))
+        x = torch.addcmul(x, weight, f - operator(x))
     return x
 
 

@@ -77,10 +77,13 @@ class DarcyOperator:
 
     def __post_init__(self) -> None:
         scale = 1.0 / self.h**2
-        ax, ay = self.ax, self.ay
-        self._diag = (ax[..., :-1, :] + ax[..., 1:, :] + ay[..., :-1] + ay[..., 1:]) * scale
-        self._wx = ax[..., 1:-1, :] * scale
-        self._wy = ay[..., 1:-1] * scale
+        # Row-major copies whatever the coefficient's layout (a transposed input would make
+        # every application a strided one).
+        ax, ay = self.ax.contiguous(), self.ay.contiguous()
+        diag = (ax[..., :-1, :] + ax[..., 1:, :] + ay[..., :-1] + ay[..., 1:]) * scale
+        self._diag = diag.contiguous()
+        self._wx = (ax[..., 1:-1, :] * scale).contiguous()
+        self._wy = (ay[..., 1:-1] * scale).contiguous()
 
     @classmethod
     def from_coefficient(
