@@ -7,13 +7,21 @@ Peers (CPU, one system at a time, matrix assembled outside the timer):
 - ``superlu``: SciPy SuperLU with the symmetric minimum-degree ordering;
 - ``pyamg``: PyAMG smoothed aggregation as a CG preconditioner, setup included;
 - ``gcrotmk``: SciPy's GCROT(m, k) with its recycled subspace carried from system to system,
-  preconditioned by PyAMG (setup included).
+  preconditioned by PyAMG (setup included);
+- ``petsc-hypre`` / ``petsc-gamg`` / ``petsc-icc``: PETSc CG with hypre BoomerAMG, PETSc's
+  own smoothed-aggregation AMG, or incomplete Cholesky ICC(0), stopping on the unpreconditioned
+  (true) relative residual, default settings otherwise; one process on one core, KSP and
+  preconditioner set-up inside the timer (``petsc_runner.py``: petsc4py lives in another
+  Python, ``--petsc-python``; the rows are skipped with a message when it is missing);
+  ``-2``: the same in two independent processes, one per core, each solving half the systems,
+  seconds per system = the busier process's total / N (equal cores with our two threads).
 
 Ours (``datagen``, torch, float64, batched over all ``N`` systems of a size):
 - ``pcg-jacobi``: Jacobi-preconditioned CG from zero (a Krylov baseline without recycling);
 - ``pcg-mg``: CG preconditioned by the Galerkin multigrid V-cycle in float32
   (``solver.method: pcg``, the default from 129 x 129 up), all systems in one batch;
 - ``pcg-mg-1``: the same, one system at a time (what batching buys);
+- ``pcg-mg-t1``: ``pcg-mg`` on one thread (equal cores with the one-process PETSc rows);
 - ``pcg-mg-warm``: SKR's sort and warm start without recycling: the systems are ordered by the
   greedy nearest-neighbour tour (``datagen.linalg.sorting``), cut into 4 chains advanced as one
   batch, each solve starting from the previous solution of its chain (the ablation of warm starts);
@@ -26,8 +34,12 @@ Ours (``datagen``, torch, float64, batched over all ``N`` systems of a size):
   systems: recycled CG instead of GCRO-DR);
 - ``skr-mg``: the same with the multigrid preconditioner (10 Ritz vectors).
 
+"vs best peer": the fastest peer row (any core count) over this row; "vs hypre-2": the two-process
+``petsc-hypre-2`` over this row (equal cores).
+
 Usage: python benchmarks/darcy_solvers.py [--sizes 129 257 513] [--samples 16]
        [--families piecewise lognormal] [--device cpu|cuda] [--skip pcg-jacobi ...]
+       [--only pcg-mg petsc-hypre ...] [--petsc-python PYTHON]
 """
 
 from __future__ import annotations
@@ -39,6 +51,7 @@ import time
 import numpy as np
 import scipy.sparse.linalg as spla
 import torch
+from petsc_runner import DARCY_PEERS, DEFAULT_PYTHON, petsc_missing, run_petsc
 from ratios import print_speedups
 
 from datagen.core.fields import gaussian_random_field, sample_seed
@@ -48,6 +61,7 @@ from datagen.linalg.sorting import sort_fields
 from datagen.problems.darcy.physics import assemble, darcy_preconditioner, darcy_system
 
 TOL = 1e-8
+PEERS = ("superlu", "pyamg", "gcrotmk", *DARCY_PEERS, *(f"{p}-2" for p in DARCY_PEERS))
 # (row, its non-recycled baseline on the same chains): the paper's speed-up, GMRES / SKR time
 SKR_PAIRS = [
     ("rcg-jacobi", "pcg-jacobi-chains"),
@@ -113,7 +127,18 @@ def peer_gcrotmk(matrices, b):
     return out
 
 
-def ours(a: np.ndarray, preconditioner: str, batch: int, device: str):
+def ours(a: np.ndarray, preconditioner: str, batch: int, device: str, threads: int = 0):
+    """Our batched CG in batches of ``batch``; ``threads`` > 0: on that many torch threads."""
+    saved = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        return _ours(a, preconditioner, batch, device)
+    finally:
+        torch.set_num_threads(saved)
+
+
+def _ours(a: np.ndarray, preconditioner: str, batch: int, device: str):
     out = []
     for lo in range(0, len(a), batch):
         at = torch.from_numpy(a[lo : lo + batch]).to(device)
@@ -170,7 +195,11 @@ def main() -> None:
     parser.add_argument("--families", nargs="+", default=["piecewise", "lognormal"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip", nargs="*", default=[])
+    parser.add_argument("--only", nargs="*", default=None, help="run only these rows")
+    parser.add_argument("--petsc-python", default=DEFAULT_PYTHON)
     args = parser.parse_args()
+    if any(s < 5 for s in args.sizes) or args.samples < 1:
+        raise SystemExit("darcy_solvers: need sizes >= 5 and samples >= 1")
     solvers = {
         "superlu": lambda a, ms, b: peer_superlu(ms, b),
         "pyamg": lambda a, ms, b: peer_pyamg(ms, b),
@@ -178,6 +207,7 @@ def main() -> None:
         "pcg-jacobi": lambda a, ms, b: ours(a, "jacobi", len(a), args.device),
         "pcg-mg": lambda a, ms, b: ours(a, "multigrid", len(a), args.device),
         "pcg-mg-1": lambda a, ms, b: ours(a, "multigrid", 1, args.device),
+        "pcg-mg-t1": lambda a, ms, b: ours(a, "multigrid", len(a), args.device, threads=1),
         "pcg-mg-warm": lambda a, ms, b: ours_chains(a, 4, args.device, "multigrid", True, True, 0),
         "pcg-jacobi-chains": lambda a, ms, b: ours_chains(
             a, 4, args.device, "jacobi", False, False, 0
@@ -189,16 +219,31 @@ def main() -> None:
         "skr-jacobi": lambda a, ms, b: ours_chains(a, 4, args.device, "jacobi", True, True, 20),
         "skr-mg": lambda a, ms, b: ours_chains(a, 4, args.device, "multigrid", True, True, 10),
     }
+    for name, options in DARCY_PEERS.items():
+        for procs, row in ((1, name), (2, f"{name}-2")):
+            solvers[row] = lambda a, ms, b, o=options, p=procs: run_petsc(
+                ms, b, o, TOL, p, args.petsc_python
+            )
+    unknown = (set(args.skip) | set(args.only or [])) - set(solvers)
+    if unknown:
+        raise SystemExit(f"darcy_solvers: unknown rows {sorted(unknown)}; known: {sorted(solvers)}")
     solvers = {k: v for k, v in solvers.items() if k not in args.skip}
+    if args.only is not None:
+        solvers = {k: v for k, v in solvers.items() if k in args.only}
+    if any(k.startswith("petsc") for k in solvers):
+        missing = petsc_missing(args.petsc_python)
+        if missing:
+            print(f"# {missing}")
+            solvers = {k: v for k, v in solvers.items() if not k.startswith("petsc")}
     print(
         f"# {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"device {args.device}, {args.samples} systems per row"
     )
     print(
         "| family | s | solver | median s/system | mean iterations | worst residual | "
-        "vs best peer |"
+        "vs best peer | vs hypre-2 |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for family in args.families:
         for size in args.sizes:
             a = coefficients(family, size, args.samples)
@@ -213,12 +258,14 @@ def main() -> None:
                 )
                 seconds = float(np.median([t for _, t, _ in results]))
                 rows[name] = (seconds, np.mean([i for _, _, i in results]), worst)
-            peers = [v[0] for k, v in rows.items() if k in ("superlu", "pyamg", "gcrotmk")]
+            peers = [v[0] for k, v in rows.items() if k in PEERS]
             best_peer = min(peers) if peers else float("nan")  # peers skipped: no ratio
+            hypre = rows.get("petsc-hypre-2", (float("nan"),))[0]
             for name, (seconds, its, worst) in rows.items():
                 print(
                     f"| {family} | {size} | {name} | {seconds:.5f} | {its:.1f} | {worst:.1e} | "
-                    f"{best_peer / seconds:.2f}x |"
+                    f"{best_peer / seconds:.2f}x | {hypre / seconds:.2f}x |",
+                    flush=True,
                 )
             print_speedups(f"{family} {size}^2", rows, SKR_PAIRS)
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from datagen.linalg.krylov import KrylovResult
@@ -101,10 +102,15 @@ def pair_with(apply, space: tuple[torch.Tensor, torch.Tensor]):
 
 
 def _givens(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Complex Givens rotation zeroing ``b`` in ``[a, b]``: returns ``(c, s, rho)``.
+    """Givens rotation zeroing ``b`` in ``[a, b]``: returns ``(c, s, rho)``.
 
-    ``[[c, s], [-conj(s), c]] [a; b] = [rho; 0]`` with ``c`` real (stored in a's dtype).
+    ``[[c, s], [-conj(s), c]] [a; b] = [rho; 0]``; for complex ``a`` the cosine ``c`` is real
+    (stored in a's dtype). Real inputs take the short form ``c = a / r``, ``s = b / r``.
     """
+    if not a.is_complex():
+        radius = torch.hypot(a, b)
+        safe = torch.where(radius > 0, radius, torch.ones_like(radius))
+        return torch.where(radius > 0, a / safe, torch.ones_like(a)), b / safe, radius
     abs_a, abs_b = a.abs(), b.abs()
     radius = torch.sqrt(abs_a**2 + abs_b**2)
     safe_r = torch.where(radius > 0, radius, torch.ones_like(radius))
@@ -124,13 +130,14 @@ def _select_real_basis(vectors: torch.Tensor, values: torch.Tensor, count: int) 
     only one slot is left). Args: vectors (n, n) complex columns; values (n,). Returns (n, c),
     c <= count.
     """
-    order = torch.argsort(values.abs(), descending=True).tolist()
-    scale = float(values.abs().max()) if values.numel() else 0.0
+    host = values.detach().cpu().numpy()  # one transfer; the choice is scalar logic
+    order = np.argsort(-np.abs(host), kind="stable")
+    scale = float(np.abs(host).max()) if host.size else 0.0
     columns: list[torch.Tensor] = []
-    for i in order:
+    for i in order.tolist():
         if len(columns) >= count:
             break
-        imag = float(values[i].imag)
+        imag = float(host[i].imag)
         if abs(imag) <= 1e-10 * scale:
             columns.append(vectors[:, i].real)
         elif imag > 0 and len(columns) + 2 <= count:
@@ -173,31 +180,52 @@ def harmonic_ritz(
 
 @dataclass
 class _Cycle:
-    """Working arrays of one restart cycle for the members still iterating in it."""
+    """Working arrays of one restart cycle for the members still iterating in it.
+
+    The recycle images ``C`` and the Arnoldi basis ``V`` share one buffer, ``basis`` =
+    ``[C; V]``, so that one product orthogonalizes a new vector against both, and the
+    Givens rotations applied so far are kept as one orthogonal matrix ``q``, so that rotating
+    a new Hessenberg column is one product: a step costs a fixed number of tensor operations,
+    not one per earlier step.
+    """
 
     members: torch.Tensor  # (Bc,) positions in the active arrays
-    v: torch.Tensor  # (Bc, m + 1, N) Arnoldi basis
-    z: torch.Tensor  # (Bc, m, N) preconditioned basis M^{-1} V
+    k: int  # recycle vectors in use (rows of C in ``basis``)
+    basis: torch.Tensor  # (Bc, k + m + 1, N): C (k rows), then the Arnoldi basis V
+    z: torch.Tensor | None  # (Bc, m, N) preconditioned basis M^{-1} V; None: no M (Z = V)
     hbar: torch.Tensor  # (Bc, m + 1, m) Hessenberg, unrotated
-    rot: torch.Tensor  # (Bc, m, m) rotated (upper triangular) Hessenberg
-    g: torch.Tensor  # (Bc, m + 1) rotated right-hand side
-    cos: torch.Tensor  # (Bc, m)
-    sin: torch.Tensor  # (Bc, m)
+    q: torch.Tensor  # (Bc, m + 1, m + 1) product of the Givens rotations so far
+    beta: torch.Tensor  # (Bc,) real ||(I - C C^H) r||: the cycle's right-hand side is beta e_1
     bmat: torch.Tensor | None  # (Bc, k, m) C^H A Z
     c0: torch.Tensor | None  # (Bc, k) C^H r at the cycle start
-    c: torch.Tensor | None  # (Bc, k, N)
     u: torch.Tensor | None  # (Bc, k, N)
     w: torch.Tensor | None  # (Bc, k, N)
+    target: torch.Tensor  # (Bc,) float64: tol * ||b||, the estimate that ends the cycle
+    floor: torch.Tensor  # (Bc,) float64: 1e-14 ||b||, a breakdown (invariant subspace)
+    budget: torch.Tensor  # (Bc,) steps each member may still take
+    min_budget: int  # the smallest of ``budget``
     operator: object
     preconditioner: object
+
+    @property
+    def c(self) -> torch.Tensor | None:
+        return self.basis[:, : self.k] if self.k else None
+
+    def v(self, count: int) -> torch.Tensor:
+        """The first ``count`` Arnoldi vectors (Bc, count, N)."""
+        return self.basis[:, self.k : self.k + count]
+
+    def zs(self, count: int) -> torch.Tensor:
+        """The first ``count`` preconditioned vectors (Bc, count, N)."""
+        return self.z[:, :count] if self.z is not None else self.v(count)
 
     def keep(self, mask: torch.Tensor) -> _Cycle:
         """The cycle restricted to the members where ``mask`` is True."""
         index = torch.nonzero(mask).flatten()
-        fields = {}
-        for name in ("members", "v", "z", "hbar", "rot", "g", "cos", "sin"):
+        fields: dict = {"k": self.k, "min_budget": self.min_budget}
+        for name in ("members", "basis", "hbar", "q", "beta", "target", "floor", "budget"):
             fields[name] = getattr(self, name)[mask]
-        for name in ("bmat", "c0", "c", "u", "w"):
+        for name in ("z", "bmat", "c0", "u", "w"):
             value = getattr(self, name)
             fields[name] = value[mask] if value is not None else None
         fields["operator"] = self.operator.subset(index)
@@ -216,6 +244,7 @@ def gcrodr(
     recycle: int = 20,
     maxiter: int = 1000,
     space: RecycleSpace | None = None,
+    orthogonalization: str = "cgs2",
 ) -> KrylovResult:
     """GCRO-DR(m, k) for a batch of (nonsymmetric, indefinite, complex) systems.
 
@@ -231,6 +260,11 @@ def gcrodr(
         maxiter: Arnoldi steps per member before it is reported as not converged.
         space: a recycle space per member (the previous system's ``result.recycle``); its
             pairing with this ``A`` costs k operator applications, not counted as iterations.
+        orthogonalization: of each new Arnoldi vector against ``[C, V]``: ``"cgs2"``
+            classical Gram-Schmidt with a second pass when it is needed (robust; on slowly
+            converging systems it is needed at almost every step), or ``"cgs"`` one pass
+            (PETSc's GMRES default; half the memory traffic of a step's orthogonalization).
+            The stopping test is on the true residual either way.
 
     Returns:
         :class:`~datagen.linalg.krylov.KrylovResult`; ``iterations`` counts Arnoldi steps;
@@ -240,9 +274,12 @@ def gcrodr(
         raise ValueError(f"tol must be positive, got {tol}")
     if restart < 1 or recycle < 0:
         raise ValueError(f"need restart >= 1 and recycle >= 0, got {restart}, {recycle}")
+    if orthogonalization not in ORTHOGONALIZATIONS:
+        raise ValueError(
+            f"orthogonalization must be one of {ORTHOGONALIZATIONS}, got {orthogonalization!r}"
+        )
     batch, grid = rhs.shape[0], rhs.shape[1:]
     device, dtype = rhs.device, rhs.dtype
-    real = not dtype.is_complex
 
     def apply(op, v: torch.Tensor) -> torch.Tensor:
         return op(v.reshape(v.shape[0], *grid)).reshape(v.shape[0], -1)
@@ -298,8 +335,11 @@ def gcrodr(
             b, x, r, its = b[keep], x[keep], r[keep], its[keep]
             if u is not None:
                 u, w, c = u[keep], w[keep], c[keep]
-        cycle = _start_cycle(A, M, r, u, w, c, restart, real)
-        results = _run_cycle(cycle, apply, its, maxiter, tol, norm_b[active], restart, recycle)
+        local_norm = norm_b[active]
+        cycle = _start_cycle(
+            A, M, r, u, w, c, restart, tol * local_norm, 1e-14 * local_norm, maxiter - its
+        )
+        results = _run_cycle(cycle, apply, restart, recycle, orthogonalization == "cgs2")
         # Gather the cycle's updates and new recycle spaces back into the active arrays.
         new_spaces = []
         for members, dx, steps, spaces in results:
@@ -337,112 +377,129 @@ def gmres(
     tol: float = 1e-8,
     restart: int = 40,
     maxiter: int = 1000,
+    orthogonalization: str = "cgs2",
 ) -> KrylovResult:
     """Right-preconditioned, restarted GMRES(m) for a batch: :func:`gcrodr` with ``k = 0``."""
-    return gcrodr(operator, rhs, x0, preconditioner, tol, restart, 0, maxiter)
+    return gcrodr(
+        operator, rhs, x0, preconditioner, tol, restart, 0, maxiter, None, orthogonalization
+    )
 
 
-def _start_cycle(A, M, r, u, w, c, m: int, real: bool) -> _Cycle:
+def _start_cycle(A, M, r, u, w, c, m: int, target, floor, budget) -> _Cycle:
     """Allocate a cycle: ``v_1 = (I - C C^H) r / ||.||``, ``g = beta e_1``."""
     bc, n = r.shape
     dtype = r.dtype
+    k = c.shape[1] if c is not None else 0
     c0 = _inner(c, r) if c is not None else None
     r_perp = r - _combine(c0, c) if c is not None else r
     beta = _norm(r_perp)
-    v = r.new_zeros((bc, m + 1, n))
-    v[:, 0] = r_perp / torch.where(beta > 0, beta, 1.0).to(dtype)[:, None]
-    z = v if M is None else r.new_zeros((bc, m, n))
-    g = r.new_zeros((bc, m + 1))
-    g[:, 0] = beta.to(dtype)
-    k = c.shape[1] if c is not None else 0
+    basis = r.new_empty((bc, k + m + 1, n))
+    if k:
+        basis[:, :k] = c
+    basis[:, k] = r_perp / torch.where(beta > 0, beta, 1.0).to(dtype)[:, None]
+    q = torch.eye(m + 1, dtype=dtype, device=r.device).expand(bc, m + 1, m + 1).clone()
     return _Cycle(
         members=torch.arange(bc, device=r.device),
-        v=v,
-        z=z,
+        k=k,
+        basis=basis,
+        z=r.new_empty((bc, m, n)) if M is not None else None,
         hbar=r.new_zeros((bc, m + 1, m)),
-        rot=r.new_zeros((bc, m, m)),
-        g=g,
-        cos=r.new_zeros((bc, m)),
-        sin=r.new_zeros((bc, m)),
+        q=q,
+        beta=beta,
         bmat=r.new_zeros((bc, k, m)) if k else None,
         c0=c0,
-        c=c,
         u=u,
         w=w,
+        target=target,
+        floor=floor,
+        budget=budget,
+        min_budget=int(budget.min()),
         operator=A,
         preconditioner=M,
     )
 
 
-def _run_cycle(cyc: _Cycle, apply, its, maxiter, tol, norm_b, m: int, k_max: int) -> list:
+ORTHOGONALIZATIONS = ("cgs2", "cgs")
+
+
+def _orthogonalize(rows: torch.Tensor, v: torch.Tensor, twice: bool = True):
+    """Classical Gram-Schmidt of ``v`` (Bc, N) against orthonormal ``rows`` (Bc, r, N).
+
+    ``twice``: a second pass when it is needed (Daniel, Gragg, Kaufman and Stewart 1976: when
+    the norm drops below ``1/sqrt(2)`` of what it was, for any member), which keeps the basis
+    orthogonal to working precision as two passes always do; otherwise one pass (PETSc's
+    default for GMRES, ``refine_never``). Each pass reads ``rows`` twice.
+
+    Returns ``(v', h, ||v'||)``: ``v' = v - rows^T h`` with ``h = rows^H v`` (Bc, r).
+    """
+    before = _norm(v) if twice else None
+    h = _inner(rows, v)
+    v = v - _combine(h, rows)
+    after = _norm(v)
+    if twice and bool((after < 0.7071067811865476 * before).any()):
+        h2 = _inner(rows, v)
+        v = v - _combine(h2, rows)
+        h = h + h2
+        after = _norm(v)
+    return v, h, after
+
+
+def _run_cycle(cyc: _Cycle, apply, m: int, k_max: int, twice: bool) -> list:
     """Arnoldi steps until every member's cycle ends; returns finished groups.
 
     Each group is ``(members, dx, steps, spaces)``: positions in the active arrays, the
     solution updates (G, N), the steps taken, and per member the new ``(u, w, c)`` or None.
     """
     out = []
-    budget = maxiter - its  # steps each active member may still take (>= 1 here)
     for j in range(m):
-        M = cyc.preconditioner
-        vj = cyc.v[:, j]
+        k, M = cyc.k, cyc.preconditioner
+        vj = cyc.basis[:, k + j]
         zj = apply(M, vj) if M is not None else vj
         if M is not None:
             cyc.z[:, j] = zj
-        wv = apply(cyc.operator, zj)
-        if cyc.c is not None:
-            bj = _inner(cyc.c, wv)
-            wv = wv - _combine(bj, cyc.c)
-            cyc.bmat[:, :, j] = bj
-        basis = cyc.v[:, : j + 1]
-        h = _inner(basis, wv)
-        wv = wv - _combine(h, basis)
-        h2 = _inner(basis, wv)  # classical Gram-Schmidt, twice
-        wv = wv - _combine(h2, basis)
-        h = h + h2
-        hn = _norm(wv)
-        cyc.v[:, j + 1] = wv / torch.where(hn > 0, hn, 1.0).to(wv.dtype)[:, None]
-        col = torch.cat([h, hn.to(h.dtype)[:, None]], dim=1)
-        cyc.hbar[:, : j + 2, j] = col
-        col = col.clone()
-        for i in range(j):
-            ci, si = cyc.cos[:, i], cyc.sin[:, i]
-            top = ci * col[:, i] + si * col[:, i + 1]
-            col[:, i + 1] = -si.conj() * col[:, i] + ci * col[:, i + 1]
-            col[:, i] = top
-        cj, sj, rho = _givens(col[:, j], col[:, j + 1])
-        cyc.cos[:, j], cyc.sin[:, j] = cj, sj
-        col[:, j] = rho
-        cyc.rot[:, : j + 1, j] = col[:, : j + 1]
-        gj = cyc.g[:, j].clone()
-        cyc.g[:, j + 1] = -sj.conj() * gj
-        cyc.g[:, j] = cj * gj
+        wv, h, hn = _orthogonalize(cyc.basis[:, : k + j + 1], apply(cyc.operator, zj), twice)
+        if k:
+            cyc.bmat[:, :, j] = h[:, :k]
+        cyc.basis[:, k + j + 1] = wv / torch.where(hn > 0, hn, 1.0).to(wv.dtype)[:, None]
+        cyc.hbar[:, : j + 1, j] = h[:, k:]
+        cyc.hbar[:, j + 1, j] = hn.to(h.dtype)
+        # Rotate the new column by the rotations so far (one product), then fold the rotation
+        # that zeroes its last entry into q: rows j, j + 1 of q mix (one 2 x 2 product).
+        col = cyc.q[:, j : j + 2, : j + 2] @ cyc.hbar[:, : j + 2, j, None]
+        cj, sj, _ = _givens(col[:, 0, 0], col[:, 1, 0])
+        rotation = torch.stack([torch.stack([cj, sj], -1), torch.stack([-sj.conj(), cj], -1)], 1)
+        cyc.q[:, j : j + 2, : j + 2] = rotation @ cyc.q[:, j : j + 2, : j + 2]
         steps = j + 1
-        estimate = cyc.g[:, j + 1].abs().to(torch.float64)
-        local_norm = norm_b[cyc.members]
-        finish = (
-            (estimate <= tol * local_norm)
-            | (steps >= budget[cyc.members])
-            | (hn <= 1e-14 * local_norm)
-            | torch.tensor(steps == m, device=hn.device)
-        )
-        if bool(finish.any()):
-            out.append(_finish(cyc.keep(finish), steps, k_max))
-            if bool(finish.all()):
-                break
-            cyc = cyc.keep(~finish)
+        if steps == m:
+            finish = torch.ones_like(hn, dtype=torch.bool)
+        else:
+            # |g_{j+1}| = beta |q_{j+1, 0}|: the least-squares residual of the cycle.
+            estimate = (cyc.q[:, j + 1, 0].abs() * cyc.beta).to(torch.float64)
+            finish = (estimate <= cyc.target) | (hn <= cyc.floor)
+            if steps >= cyc.min_budget:
+                finish = finish | (steps >= cyc.budget)
+            if not bool(finish.any()):
+                continue
+        everyone = bool(finish.all())
+        out.append(_finish(cyc if everyone else cyc.keep(finish), steps, k_max))
+        if everyone:
+            break
+        cyc = cyc.keep(~finish)
     return out
 
 
 def _finish(cyc: _Cycle, steps: int, k_max: int):
     """Solution update and new recycle space of members whose cycle ended after ``steps``."""
     j = steps
-    rot = cyc.rot[:, :j, :j].clone()
+    # The rotated Hessenberg R = Q Hbar (upper triangular) and right-hand side g = beta Q e_1.
+    rot = (cyc.q[:, :j, : j + 1] @ cyc.hbar[:, : j + 1, :j]).triu()
+    g = cyc.q[:, :j, 0] * cyc.beta.to(cyc.q.dtype)[:, None]
     diagonal = rot.diagonal(dim1=1, dim2=2)
     # An exact zero pivot only follows a zero residual (beta = 0): its g entries are zero too.
     diagonal.copy_(torch.where(diagonal == 0, torch.ones_like(diagonal), diagonal))
-    y = torch.linalg.solve_triangular(rot, cyc.g[:, :j, None], upper=True)[..., 0]
-    dx = _combine(y, cyc.z[:, :j])
-    if cyc.c is not None:
+    y = torch.linalg.solve_triangular(rot, g[..., None], upper=True)[..., 0]
+    dx = _combine(y, cyc.zs(j))
+    if cyc.k:
         dx = dx + _combine(cyc.c0 - (cyc.bmat[:, :, :j] @ y[..., None])[..., 0], cyc.u)
     spaces = None
     if k_max > 0:
@@ -451,39 +508,42 @@ def _finish(cyc: _Cycle, steps: int, k_max: int):
 
 
 def _new_space(cyc: _Cycle, j: int, k_max: int) -> list:
-    """Harmonic Ritz recycle space from ``range([U D, Z_j])``: Parks et al., Alg. 1, 2.14."""
-    bc = cyc.v.shape[0]
-    dtype = cyc.v.dtype
+    """Harmonic Ritz recycle space from ``range([U D, Z_j])``: Parks et al., Alg. 1, 2.14.
+
+    ``What = [C, V_{j+1}]`` is the first ``k + j + 1`` rows of ``basis``; the other row sets
+    (``[U D, Z_j]``, ``[W D, V_j]``) are combined in two products each, never copied.
+    """
+    bc = cyc.basis.shape[0]
+    dtype = cyc.basis.dtype
+    k = cyc.k
     hbar = cyc.hbar[:, : j + 1, :j]
-    vj1 = cyc.v[:, : j + 1]
-    if cyc.c is None:
+    w_rows = cyc.basis[:, : k + j + 1]
+    if not k:
         gbar = hbar
         wv = torch.eye(j + 1, j, dtype=dtype, device=hbar.device).expand(bc, j + 1, j)
-        w_rows, x_rows, v_rows = vj1, cyc.z[:, :j], cyc.v[:, :j]
     else:
-        k = cyc.c.shape[1]
-        scale = 1.0 / torch.linalg.vector_norm(cyc.w, dim=2)  # D: unit columns of W
-        d = torch.diag_embed(scale.to(dtype))
+        scale = (1.0 / torch.linalg.vector_norm(cyc.w, dim=2)).to(dtype)  # D: unit columns of W
         gbar = hbar.new_zeros((bc, k + j + 1, k + j))
-        gbar[:, :k, :k] = d
+        gbar[:, :k, :k] = torch.diag_embed(scale)
         gbar[:, :k, k:] = cyc.bmat[:, :, :j]
         gbar[:, k:, k:] = hbar
-        wd = cyc.w * scale.to(dtype)[..., None]
         wv = hbar.new_zeros((bc, k + j + 1, k + j))
-        wv[:, :k, :k] = cyc.c.conj() @ wd.mT
-        wv[:, k:, :k] = vj1.conj() @ wd.mT
+        wv[:, :, :k] = (w_rows.conj() @ cyc.w.mT) * scale[:, None, :]
         wv[:, k:, k:] = torch.eye(j + 1, j, dtype=dtype, device=hbar.device)
-        w_rows = torch.cat([cyc.c, vj1], dim=1)
-        x_rows = torch.cat([cyc.u * scale.to(dtype)[..., None], cyc.z[:, :j]], dim=1)
-        v_rows = torch.cat([wd, cyc.v[:, :j]], dim=1)
     try:
         choices = harmonic_ritz(gbar, wv, k_max, not dtype.is_complex)
     except RuntimeError:  # singular small problem (breakdown): recycle nothing this time
-        return [(x_rows[i, :0], v_rows[i, :0], w_rows[i, :0]) for i in range(bc)]
+        empty = cyc.basis[:, :0]
+        return [(empty[i], empty[i], empty[i]) for i in range(bc)]
     count = min(p.shape[1] for p in choices)
     p = torch.stack([q[:, :count] for q in choices])  # (Bc, p, count)
     q, rr = torch.linalg.qr(gbar @ p)
     c_new = q.mT @ w_rows
-    u_new = torch.linalg.solve_triangular(rr.mT, p.mT @ x_rows, upper=False)
-    w_new = torch.linalg.solve_triangular(rr.mT, p.mT @ v_rows, upper=False)
+    pz = p[:, k:].mT
+    u_new, w_new = pz @ cyc.zs(j), pz @ cyc.v(j)
+    if k:
+        pu = (p[:, :k] * scale[:, :, None]).mT
+        u_new, w_new = u_new + pu @ cyc.u, w_new + pu @ cyc.w
+    u_new = torch.linalg.solve_triangular(rr.mT, u_new, upper=False)
+    w_new = torch.linalg.solve_triangular(rr.mT, w_new, upper=False)
     return [(u_new[i], w_new[i], c_new[i]) for i in range(bc)]

@@ -61,6 +61,46 @@ def test_solutions_match_dense_solves(dtype, recycle):
         assert result.recycle.u.shape[:2] == (3, 8) and result.recycle.u.dtype == dtype
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+@pytest.mark.parametrize("orthogonalization", ["cgs2", "cgs"])
+def test_one_gmres_cycle_is_the_krylov_least_squares_minimiser(dtype, orthogonalization):
+    """After m steps (one cycle) the iterate minimises ||b - A x|| over x in M^{-1} K_m(A M^{-1},
+    b): the dense reference (QR of the explicit Krylov matrix, least squares) to 1e-10."""
+    m, n = 8, 60
+    matrices = indefinite(2, n, dtype)
+    diag = torch.linspace(0.5, 2.0, n, dtype=torch.float64).to(dtype)
+    precond = Dense(torch.diag(diag).expand(2, n, n).clone())
+    rhs = torch.randn(2, n, dtype=torch.float64).to(dtype)
+    result = gmres(
+        Dense(matrices), rhs, None, precond, 1e-14, m, m, orthogonalization=orthogonalization
+    )
+    assert (result.iterations == m).all()
+    for i in range(2):
+        am = matrices[i] @ torch.diag(diag)
+        columns = [rhs[i] / torch.linalg.vector_norm(rhs[i])]
+        for _ in range(m - 1):
+            v = am @ columns[-1]
+            columns.append(v / torch.linalg.vector_norm(v))
+        q, _ = torch.linalg.qr(torch.stack(columns, 1))
+        y = torch.linalg.lstsq(am @ q, rhs[i][:, None]).solution[:, 0]
+        reference = torch.diag(diag) @ q @ y
+        norm = torch.linalg.vector_norm
+        assert float(norm(result.x[i] - reference) / norm(reference)) < 1e-10
+
+
+def test_orthogonalizations_agree_and_bad_names_are_refused():
+    matrices = indefinite(2, 120, torch.float64)
+    rhs = torch.randn(2, 120, dtype=torch.float64)
+    runs = [
+        gcrodr(Dense(matrices), rhs, tol=1e-10, restart=20, recycle=6, orthogonalization=o)
+        for o in ("cgs2", "cgs")
+    ]
+    assert all(bool(r.converged.all()) for r in runs)
+    assert torch.allclose(runs[0].x, runs[1].x, rtol=0, atol=1e-7 * float(runs[0].x.abs().max()))
+    with pytest.raises(ValueError, match="orthogonalization"):
+        gmres(Dense(matrices), rhs, orthogonalization="mgs")
+
+
 def test_members_are_independent_of_their_batch():
     matrices = indefinite(4, 120, torch.complex128, seed=1)
     rhs = torch.randn(4, 120, dtype=torch.complex128)

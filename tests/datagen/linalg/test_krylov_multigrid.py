@@ -9,6 +9,7 @@ from datagen.linalg.krylov import Jacobi, pcg
 from datagen.linalg.multigrid import (
     Multigrid,
     OperatorInterpolation,
+    StencilOperator,
     convergence_factor,
     dense_matrix,
     galerkin,
@@ -68,6 +69,19 @@ def test_galerkin_by_probing_equals_assembled_triple_product(s):
     expected = (P2.T @ (P.T @ assemble(a[1].numpy()) @ P) @ P2).toarray()
     got = dense_matrix(coarser.subset(torch.tensor([1])), 1, (n // 4, n // 4), a)[0].numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-9 * np.abs(expected).max())
+
+
+def test_stencil_operator_equals_the_padded_sum():
+    """The in-place application against the reference sum over a zero-padded field, 1e-12."""
+    gen = torch.Generator().manual_seed(3)
+    stencil = torch.randn(2, 3, 3, 9, 12, generator=gen, dtype=torch.float64)
+    u = torch.randn(2, 9, 12, generator=gen, dtype=torch.float64)
+    padded = torch.nn.functional.pad(u, (1, 1, 1, 1))
+    ref = sum(
+        stencil[:, a, b] * padded[:, a : a + 9, b : b + 12] for a in range(3) for b in range(3)
+    )
+    out = StencilOperator(stencil)(u)
+    assert float((out - ref).norm() / ref.norm()) < 1e-12
 
 
 def test_vcycle_is_symmetric_positive_definite():
@@ -186,6 +200,15 @@ def test_float32_vcycle_preconditions_float64_cg():
     assert bool(mixed.converged.all()) and float(mixed.residual.max()) <= 1e-10
     assert int(mixed.iterations.max()) <= int(full.iterations.max()) + 1
     assert mixed.x.dtype == torch.float64
+    # Built in float32 too: the same cycle to float32 rounding, the same iterations.
+    light = Multigrid(op, (127, 127), 4, b, dtype=torch.float32, setup_dtype=torch.float32)
+    heavy = Multigrid(op, (127, 127), 4, b, dtype=torch.float32)
+    assert light.levels[1].operator.stencil.dtype == torch.float32
+    z_light, z_heavy = light(b), heavy(b)
+    assert float((z_light - z_heavy).norm() / z_heavy.norm()) < 1e-5
+    built = pcg(op, b, preconditioner=light, tol=1e-10)
+    assert bool(built.converged.all()) and float(built.residual.max()) <= 1e-10
+    assert built.iterations.tolist() == mixed.iterations.tolist()
 
 
 def smallest_eigenvectors(a: torch.Tensor, k: int):

@@ -99,6 +99,29 @@ def test_error_estimate_separates_rounding_from_real_errors():
         assert true_error / 4 <= est_wrong[0] <= 4 * true_error  # contrast a_max / a_min = 4
 
 
+def flux_form(op: DarcyOperator, u: torch.Tensor) -> torch.Tensor:
+    """The reference: face fluxes on the zero-padded field, their divergence / h^2."""
+    padded = torch.nn.functional.pad(u, (1, 1, 1, 1))
+    flux_x = op.ax * (padded[..., 1:, 1:-1] - padded[..., :-1, 1:-1])
+    flux_y = op.ay * (padded[..., 1:-1, 1:] - padded[..., 1:-1, :-1])
+    out = flux_x[..., :-1, :] - flux_x[..., 1:, :] + flux_y[..., :-1] - flux_y[..., 1:]
+    return out / op.h**2
+
+
+def test_stencil_application_equals_the_flux_form():
+    a = torch.stack([lognormal(i, 21) for i in range(3)])
+    op = DarcyOperator.from_coefficient(a, "harmonic")
+    u = torch.randn(3, 19, 19, dtype=torch.float64)
+    ref = flux_form(op, u)
+    assert float((op(u) - ref).norm() / ref.norm()) < 1e-12
+    index = torch.tensor([2, 0])
+    assert float((op.subset(index)(u[index]) - ref[index]).norm() / ref.norm()) < 1e-12
+    one = op.subset(torch.tensor([1]))  # one operator applied to a batch of fields
+    assert float((one(u) - flux_form(one, u)).norm() / ref.norm()) < 1e-12
+    low = op.to(torch.float32)
+    assert float((low(u.float()) - ref).norm() / ref.norm()) < 1e-5
+
+
 def test_operator_runs_in_float32_and_batched():
     a = torch.stack([lognormal(i, 17) for i in range(4)]).float()
     op = DarcyOperator.from_coefficient(a)
