@@ -108,12 +108,15 @@ def prepare_output(cfg: GenerationConfig, roots: list[Path] | None = None) -> Pa
         for target in roots or [root]
         for path in [*(split_file(target, cfg.name, s) for s in SPLITS), target / "config.yaml"]
     ]
-    if not cfg.output.overwrite and any(p.exists() for p in existing):
+    work = root / PARTIAL
+    stamp = work / "config.yaml"
+    # Split files beside the shards of this very config: a run stopped while it assembled them.
+    assembling = stamp.is_file() and stamp.read_text() == _comparable(cfg)
+    if not cfg.output.overwrite and not assembling and any(p.exists() for p in existing):
         raise UserError(
             f"{root} already holds a dataset; "
             "pass --overwrite (or output.overwrite=true) to replace it"
         )
-    work = root / PARTIAL
     try:
         work.mkdir(parents=True, exist_ok=True)
         probe = work / ".write-test"
@@ -121,7 +124,6 @@ def prepare_output(cfg: GenerationConfig, roots: list[Path] | None = None) -> Pa
         probe.unlink()
     except OSError as err:
         raise UserError(f"output.dir: cannot write to {root} ({err.strerror or err})") from None
-    stamp = work / "config.yaml"
     if stamp.exists() and stamp.read_text() != _comparable(cfg):
         finished = len(list(work.rglob("*.npz")))
         if finished and not cfg.output.overwrite:
@@ -465,8 +467,8 @@ def part_file(root: Path, name: str, split: str, start: int, stop: int) -> Path:
 
 
 def part_plan(recipe: Recipe, units: list[Unit], world: int) -> dict[str, list[list[Unit]]]:
-    """Per non-empty split, the units of each rank's part (contiguous, balanced by samples;
-    ranks beyond the number of units get none)."""
+    """Per non-empty split, the units of each part, in order: contiguous blocks balanced by
+    samples, one per rank or one per unit when there are fewer units than ranks."""
     plan = {}
     for split, n in recipe.sizes.items():
         if n > 0:
@@ -488,11 +490,11 @@ def _assemble_parts(
     plan = part_plan(recipe, units, info.world)
     for out in recipe.outputs:
         for parts in plan.values():
-            mine = [units for r, units in enumerate(parts) if r == info.rank]
-            for part_units in mine:
-                split, start, stop = part_units[0][0], part_units[0][1], part_units[-1][2]
+            if info.rank < len(parts):  # part r is written by rank r (fewer parts: idle ranks)
+                part = parts[info.rank]
+                split, start, stop = part[0][0], part[0][1], part[-1][2]
                 path = part_file(out.root, recipe.name, split, start, stop)
-                _write_units(recipe, out, path, stop - start, start, part_units, shard)
+                _write_units(recipe, out, path, stop - start, start, part, shard)
     barrier(info)
     if not info.is_main:
         return []

@@ -32,7 +32,13 @@ Our group ``provenance/`` holds the config as YAML (attr ``config``), the packag
 seed, and per-sample diagnostics. Steady files: ``iterations``, ``residual`` (true relative
 residual in float64 at solve time), ``seconds``, ``method``, ``sort_position``,
 ``sample_index``, ``seed``. Trajectory files: ``steps``, ``max_cfl``, ``seconds``, ``method``
-(the time-stepping scheme), ``sample_index``, ``seed``.
+(the time-stepping scheme), ``sample_index``, ``seed``. Every file: where each sample was solved
+(:data:`PLACEMENT`: ``rank``, ``device``, ``host``).
+
+A split written by several processes has the same layout, but its sample-varying fields are
+HDF5 virtual datasets over part files, ``data/SPLIT/parts/NAME_SPLIT_A-B.hdf5`` (each a complete
+file of this format for samples ``A:B``), by relative paths; :func:`consolidate_file` copies
+them into a plain file.
 """
 
 from __future__ import annotations

@@ -348,3 +348,21 @@ def test_a_missing_part_is_named_and_consolidation_refuses(tmp_path):
         assert np.isnan(f["t0_fields/u"][2:]).all()  # what a reader would silently get
     with pytest.raises(UserError, match="part file parts/p2.hdf5 is missing"):
         consolidate_file(path)
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 8])
+def test_the_ranks_shares_and_parts_hold_every_unit_once_in_order(world):
+    from types import SimpleNamespace
+
+    from datagen.generate import my_share, part_plan, work_units
+
+    recipe = SimpleNamespace(sizes={"train": 7, "valid": 3, "test": 0}, batch_size=2)
+    units = work_units(recipe)
+    assert units[:4] == [("train", 0, 2), ("train", 2, 4), ("train", 4, 6), ("train", 6, 7)]
+    solved = [u for r in range(world) for u in my_share(units, DistInfo(world=world, rank=r))]
+    assert solved == units  # contiguous shares, in order, nothing twice
+    plan = part_plan(recipe, units, world)
+    assert set(plan) == {"train", "valid"}
+    for split, parts in plan.items():
+        assert [u for part in parts for u in part] == [u for u in units if u[0] == split]
+        assert 1 <= len(parts) <= world and all(parts)
