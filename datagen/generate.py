@@ -236,18 +236,54 @@ def run_recipe(
     check_shared_dir(work, info)
     units = work_units(recipe)
     shard = {u: work / u[0] / f"{u[1]:08d}-{u[2]:08d}.npz" for u in units}
-    damaged = [shard[u] for u in my_share(units, info) if shard[u].exists()]
-    damaged = [path for path in damaged if not _readable(path)]
+    damaged = _drop_damaged([shard[u] for u in my_share(units, info)], info)
+    todo = [u for u in units if not shard[u].exists()]
+    where = placement(info, device or torch.device("cpu"))
+    _solve_share(recipe, units, todo, shard, where, info, progress, damaged)
+    if info.enabled:
+        return _assemble_parts(recipe, units, shard, info, consolidate)
+    summaries = []
+    for number, out in enumerate(recipe.outputs):
+        for split, n in recipe.sizes.items():
+            if n > 0:
+                path = split_file(out.root, recipe.name, split)
+                split_units = [u for u in units if u[0] == split]
+                diagnostics = _write_units(recipe, out, path, n, 0, split_units, shard)
+                shutil.rmtree(path.parent / PARTS, ignore_errors=True)  # of an earlier run
+                if number == 0:
+                    summaries.append(_summary(recipe, split, n, path, diagnostics))
+        _finish_output(recipe, out)
+    shutil.rmtree(work)
+    return summaries
+
+
+def _drop_damaged(paths: list[Path], info: DistInfo) -> list[Path]:
+    """Delete the unreadable shards among ``paths`` (this rank's share of the check); returns
+    those of every rank, once every rank is done (then all see the same finished units)."""
+    damaged = [path for path in paths if path.exists() and not _readable(path)]
     for path in damaged:  # written atomically, so only damaged from outside: solve it again
         path.unlink()
     damaged = [path for paths in all_gather(damaged, info) for path in paths]
-    barrier(info)  # every rank sees the same finished units from here on
-    todo = [u for u in units if not shard[u].exists()]
+    barrier(info)
+    return damaged
+
+
+def _solve_share(
+    recipe: Recipe,
+    units: list[Unit],
+    todo: list[Unit],
+    shard: dict[Unit, Path],
+    where: dict[str, np.ndarray],
+    info: DistInfo,
+    progress: bool,
+    damaged: list[Path],
+) -> None:
+    """Solve this rank's share of the units ``todo`` into their shards, with the job's bar on
+    rank 0; returns when every rank has finished its share."""
     mine = my_share(todo, info)
     rounds = max(all_gather(len(mine), info))
     total = sum(u[2] - u[1] for u in units)
     done = total - sum(u[2] - u[1] for u in todo)
-    where = placement(info, device or torch.device("cpu"))
     bar = progress_bar(
         total, initial=done, desc=recipe.name, unit="sample", enabled=progress and info.is_main
     )
@@ -268,21 +304,6 @@ def run_recipe(
                 np.savez(handle, **arrays)
             job.add(size, float(arrays["residual"].max()) if "residual" in arrays else -1.0)
         job.finish()
-    if info.enabled:
-        return _assemble_parts(recipe, units, shard, info, consolidate)
-    summaries = []
-    for number, out in enumerate(recipe.outputs):
-        for split, n in recipe.sizes.items():
-            if n > 0:
-                path = split_file(out.root, recipe.name, split)
-                split_units = [u for u in units if u[0] == split]
-                diagnostics = _write_units(recipe, out, path, n, 0, split_units, shard)
-                shutil.rmtree(path.parent / PARTS, ignore_errors=True)  # of an earlier run
-                if number == 0:
-                    summaries.append(_summary(recipe, split, n, path, diagnostics))
-        _finish_output(recipe, out)
-    shutil.rmtree(work)
-    return summaries
 
 
 def placement(info: DistInfo, device: torch.device) -> dict[str, np.ndarray]:
