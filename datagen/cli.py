@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from datagen.core.commands import Failure, parse_command_line, run_command
-from datagen.core.errors import SolverFailure, UserError
+from datagen.core.errors import RankLost, SolverFailure, UserError
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -185,7 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     one line and exit status 3 (finished samples kept)."""
     args = parse_command_line(build_parser(), argv, with_overrides=("generate",))
     solve_failed = Failure(SolverFailure, 3, "solve failed", "; finished samples are kept")
-    return run_command("datagen", lambda: args.run(args), failures=[solve_failed], speak=_speaks)
+    rank_lost = Failure(
+        RankLost, 3, "job stopped", "; finished samples are kept: run the same command again"
+    )
+    return run_command(
+        "datagen", lambda: args.run(args), failures=[solve_failed, rank_lost], speak=_speaks
+    )
 
 
 def _speaks(err: BaseException) -> bool:

@@ -51,7 +51,7 @@ from datagen.core.distributed import (
     shutdown_distributed,
     weighted_shares,
 )
-from datagen.core.errors import SolverFailure, UserError
+from datagen.core.errors import RankLost, SolverFailure, UserError
 from datagen.core.files import atomic_write, check_writable_dir, write_text_atomic
 from datagen.core.progress import progress_bar
 from datagen.core.recipe import OutputDataset, Recipe, provenance
@@ -181,6 +181,9 @@ def generate(
         agree(info, error)
         assert recipe is not None
         return run_recipe(recipe, progress, info=info, device=device, consolidate=consolidate)
+    except dist.DistError as err:  # a peer gone while this rank waited for it
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise RankLost(f"another rank of the job stopped ({reason})") from None
     finally:
         shutdown_distributed()
 

@@ -366,3 +366,22 @@ def test_the_ranks_shares_and_parts_hold_every_unit_once_in_order(world):
     for split, parts in plan.items():
         assert [u for part in parts for u in part] == [u for u in units if u[0] == split]
         assert 1 <= len(parts) <= world and all(parts)
+
+
+def test_a_rank_lost_while_this_one_waits_is_one_line(tmp_path, monkeypatch, capsys):
+    """What gloo raises on a survivor when a peer dies mid-collective: one line, status 3."""
+    import torch.distributed as dist
+
+    import datagen.generate as generate_module
+
+    def lost(*_args, **_kwargs):
+        raise dist.DistBackendError("[pair.cc:534] Connection closed by peer [127.0.0.1]:4242")
+
+    monkeypatch.setattr(generate_module, "run_recipe", lost)
+    args = ["generate", str(CONFIGS / "darcy_small.yaml"), "resolution=17",
+            f"output.dir={tmp_path / 'out'}", "--no-progress"]  # fmt: skip
+    assert main(args) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("datagen: job stopped: another rank of the job stopped ([pair.cc:534]")
+    assert err.rstrip().endswith("finished samples are kept: run the same command again")
