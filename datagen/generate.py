@@ -166,12 +166,15 @@ def generate(
             cores split evenly between its ranks under ``torchrun``.
     """
     info = dist_info_from_env()
-    device = resolve_device(cfg.device, local_rank=info.local_rank if info.enabled else None)
-    set_threads(threads, info, device)
-    init_distributed(info, device, backend="gloo", timeout=RANK_TIMEOUT)
+    # gloo whatever the device: the ranks exchange a few numbers, never arrays.
+    init_distributed(info, torch.device("cpu"), backend="gloo", timeout=RANK_TIMEOUT)
     try:
-        error, recipe = None, None
+        error, recipe, device = None, None, torch.device("cpu")
         try:
+            device = resolve_device(
+                cfg.device, local_rank=info.local_rank if info.enabled else None
+            )
+            set_threads(threads, info, device)
             check_writable_dir(cfg.output.dir, "output.dir")
             recipe = get_problem(cfg.problem).recipe(cfg, device, progress and info.is_main)
             sharing = info.local_world if device.type == "cpu" else 1

@@ -385,3 +385,14 @@ def test_a_rank_lost_while_this_one_waits_is_one_line(tmp_path, monkeypatch, cap
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("datagen: job stopped: another rank of the job stopped ([pair.cc:534]")
     assert err.rstrip().endswith("finished samples are kept: run the same command again")
+
+
+def test_more_ranks_on_a_node_than_gpus_is_refused(monkeypatch):
+    import torch
+
+    from datagen.core.device import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(UserError, match=r"LOCAL_RANK=3, but this host has 2 CUDA device\(s\)"):
+        resolve_device("cuda", local_rank=3)
