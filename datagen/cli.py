@@ -1,13 +1,18 @@
-"""The ``datagen`` command: generate, verify and describe PDE datasets."""
+"""The ``datagen`` command: generate, verify and describe PDE datasets.
+
+``python -m datagen`` is the same command; under ``torchrun`` (``torchrun --nproc-per-node N
+-m datagen generate CONFIG``) the generation runs on N ranks (:mod:`datagen.generate`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from datagen.core.commands import Failure, parse_command_line, run_command
-from datagen.core.errors import SolverFailure, UserError
+from datagen.core.errors import RankLost, SolverFailure, UserError
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -20,7 +25,11 @@ def _generate(args: argparse.Namespace) -> int:
 
     retain_freed_memory()
 
-    summaries = generate(cfg, progress=not args.no_progress)
+    summaries = generate(
+        cfg, progress=not args.no_progress, consolidate=args.consolidate, threads=args.threads
+    )
+    if _rank() != 0:
+        return 0
     rows = [("split", "samples", "s/sample", "details", "method", "file")]
     for s in summaries:
         methods = ", ".join(f"{m} x{c}" for m, c in s.methods.items())
@@ -32,6 +41,39 @@ def _generate(args: argparse.Namespace) -> int:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
     print(f"dataset written to {Path(cfg.output.dir)}")
     return 0
+
+
+def _consolidate(args: argparse.Namespace) -> int:
+    from datagen.core.files import existing_dir
+    from datagen.core.schema import dataset_files
+    from datagen.generate import consolidate_dataset
+
+    dataset_files(existing_dir(args.path, "path"))  # a dataset directory, with files
+    done = consolidate_dataset(args.path)
+    for path in done:
+        print(f"consolidated {path}")
+    if not done:
+        print(f"{args.path}: every split file is already a plain file")
+    return 0
+
+
+def _rank() -> int:
+    """This process's rank under ``torchrun`` (0 alone)."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def _threads(text: str) -> int:
+    """``--threads``: a positive number of CPU threads."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -100,7 +142,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     gen.add_argument("--no-progress", action="store_true", help="no progress bar")
+    gen.add_argument(
+        "--consolidate",
+        action="store_true",
+        help="under torchrun: copy each split into one plain file at the end (default: a "
+        "file of virtual datasets over the ranks' parts, nothing copied)",
+    )
+    gen.add_argument(
+        "--threads",
+        type=_threads,
+        metavar="N",
+        help="CPU threads per process (default: all cores; under torchrun the host's cores "
+        "split between its ranks)",
+    )
     gen.set_defaults(run=_generate)
+    con = sub.add_parser(
+        "consolidate",
+        help="copy the virtual datasets of a dataset into plain files",
+        description="Replace every split file whose fields are virtual datasets over the "
+        "parts of a multi-process generation by one plain file, and remove the parts.",
+    )
+    con.add_argument("path", help="a dataset directory")
+    con.set_defaults(run=_consolidate)
     ver = sub.add_parser(
         "verify",
         help="re-check a dataset file or directory",
@@ -122,7 +185,19 @@ def main(argv: list[str] | None = None) -> int:
     one line and exit status 3 (finished samples kept)."""
     args = parse_command_line(build_parser(), argv, with_overrides=("generate",))
     solve_failed = Failure(SolverFailure, 3, "solve failed", "; finished samples are kept")
-    return run_command("datagen", lambda: args.run(args), failures=[solve_failed])
+    rank_lost = Failure(
+        RankLost, 3, "job stopped", "; finished samples are kept: run the same command again"
+    )
+    return run_command(
+        "datagen", lambda: args.run(args), failures=[solve_failed, rank_lost], speak=_speaks
+    )
+
+
+def _speaks(err: BaseException) -> bool:
+    """Under ``torchrun``, rank 0 prints what every rank agrees on (user errors, checked on
+    every rank before any work); a failed solve or a full disk is printed by the rank that
+    met it."""
+    return _rank() == 0 or isinstance(err, SolverFailure | OSError)
 
 
 if __name__ == "__main__":

@@ -5,9 +5,12 @@
 Every HDF5 dataset of every split file (fields, coordinates, boundary masks, scalars and the
 per-sample provenance) must have the same shape, dtype and bytes in both, and the root and
 field attributes the same values. What differs from run to run by nature is left out: the
-wall-clock ``seconds`` of each sample and the ``created_unix``, ``config`` and
-``package_version`` attributes of ``provenance/``. ``stats.yaml`` is compared as numbers.
-Prints one line per file and exits 1 if anything differs.
+wall-clock ``seconds`` of each sample, where it was solved (``rank``, ``device``, ``host``) and
+the ``created_unix``, ``config`` and ``package_version`` attributes of ``provenance/``. The
+split files are compared by their arrays, so a file of virtual datasets over the parts of a
+multi-process run (``data/SPLIT/parts/``) equals the plain file of one process holding the same
+arrays. ``stats.yaml`` is compared as numbers. Prints one line per file and exits 1 if anything
+differs.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import h5py
 import numpy as np
 import yaml
 
-VOLATILE_DATASETS = {"provenance/seconds"}
+VOLATILE_DATASETS = {f"provenance/{key}" for key in ("seconds", "rank", "device", "host")}
 VOLATILE_ATTRS = {"created_unix", "config", "package_version"}
 
 
@@ -70,8 +73,8 @@ def compare_files(a: Path, b: Path) -> list[str]:
 
 def compare_dirs(a: Path, b: Path) -> list[str]:
     """Compare the split files and ``stats.yaml`` of two dataset directories."""
-    files_a = sorted(p.relative_to(a) for p in a.rglob("*.hdf5"))
-    files_b = sorted(p.relative_to(b) for p in b.rglob("*.hdf5"))
+    files_a = sorted(p.relative_to(a) for p in a.glob("data/*/*.hdf5"))
+    files_b = sorted(p.relative_to(b) for p in b.glob("data/*/*.hdf5"))
     lines = []
     if files_a != files_b:
         lines.append(f"DIFF  {a} vs {b}: files differ ({files_a} vs {files_b})")

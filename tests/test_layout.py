@@ -5,7 +5,7 @@ a function or a ``TYPE_CHECKING`` block. The layers, lowest first (docs/layout.m
 
 - ``datagen.linalg`` (the engine) < ``datagen.core`` (contracts) < ``datagen.problems``
   (one package per PDE) < its ``registry`` < the drivers ``generate``, ``verify``, ``plots`` <
-  ``datagen.cli``;
+  ``datagen.cli`` (and ``datagen.__main__``, ``python -m datagen``);
 - ``opsolve``: ``norms``, ``layers``, ``plots`` < ``models``, ``residual`` < ``data`` <
   ``train`` < ``eval`` < ``cli``, all above ``datagen``'s problems, and ``datagen`` never
   imports ``opsolve``.
@@ -34,6 +34,7 @@ LAYERS = [
     ("datagen.verify", 5),
     ("datagen.plots", 5),
     ("datagen.cli", 6),
+    ("datagen.__main__", 6),
     ("opsolve", 10),
     ("opsolve.norms", 10),
     ("opsolve.layers", 10),

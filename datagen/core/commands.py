@@ -75,7 +75,7 @@ def run_command(
     *,
     failures: Sequence[Failure] = (),
     interrupted: str = "run the same command again to resume",
-    speak: bool = True,
+    speak: bool | Callable[[BaseException], bool] = True,
 ) -> int:
     """Run ``call`` and turn the expected failures into one stderr line and an exit status.
 
@@ -83,9 +83,11 @@ def run_command(
         prog: the program's name, the first word of every line.
         failures: expected failures beyond user errors (checked first, in order).
         interrupted: what to tell the user after Ctrl-C.
-        speak: whether this process prints (under ``torchrun``, rank 0 only).
+        speak: whether this process prints (under ``torchrun``, rank 0 only), or which of
+            the failures it prints (those that only this rank meets).
     """
     kinds = tuple(f.kind for f in failures)
+    says = speak if callable(speak) else lambda err: speak
     try:
         previous = signal.signal(signal.SIGTERM, _terminate)
     except ValueError:  # not the main thread: leave SIGTERM as it is
@@ -93,20 +95,21 @@ def run_command(
     try:
         return call()
     except KeyboardInterrupt as err:
-        print(f"{prog}: interrupted; {interrupted}", file=sys.stderr)
+        if says(err):
+            print(f"{prog}: interrupted; {interrupted}", file=sys.stderr)
         return 143 if isinstance(err, Terminated) else 130
     except BrokenPipeError:  # output piped into a closed reader (``| head``): end quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except (UserError, *kinds) as err:
         failure = next(f for f in (*failures, USER_ERROR) if isinstance(err, f.kind))
-        if speak:
+        if says(err):
             print(f"{prog}: {failure.label}: {err}{failure.hint}", file=sys.stderr)
         return failure.status
     except OSError as err:
         if not _disk_full(err):
             raise
-        if speak:
+        if says(err):
             where = f" writing {err.filename}" if err.filename else ""
             print(
                 f"{prog}: no space left on the device{where} (or the file-size limit reached): "

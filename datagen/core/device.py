@@ -29,6 +29,11 @@ def resolve_device(name: str, key: str = "device", local_rank: int | None = None
         )
     if name == "cpu" or not available:
         return torch.device("cpu")
+    if local_rank is not None and local_rank >= torch.cuda.device_count():
+        raise UserError(
+            f"LOCAL_RANK={local_rank}, but this host has {torch.cuda.device_count()} CUDA "
+            "device(s): start at most that many processes per node (torchrun --nproc-per-node)"
+        )
     index = torch.cuda.current_device() if local_rank is None else local_rank
     torch.cuda.set_device(index)
     return torch.device("cuda", index)

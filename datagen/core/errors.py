@@ -14,3 +14,8 @@ class SolverFailure(Exception):
 
     Work finished before it is kept: fixing the cause and re-running resumes.
     """
+
+
+class RankLost(Exception):
+    """Under ``torchrun``, another rank of the job stopped (killed, crashed, its node lost)
+    while this one waited for it. Finished work units are kept: re-running resumes."""

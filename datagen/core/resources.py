@@ -96,15 +96,17 @@ def largest_batch(recipe: Recipe, budget: float) -> int:
     return low
 
 
-def check_resources(recipe: Recipe, device: torch.device, work: Path) -> None:
+def check_resources(recipe: Recipe, device: torch.device, work: Path, sharing: int = 1) -> None:
     """Refuse, before any work, a run whose work unit does not fit in memory or whose dataset
     does not fit on the disk of ``output.dir`` (or under this process's file-size limit).
 
     ``work`` is the shard directory: finished shards already hold their share of the disk.
+    ``sharing``: the processes that share this device's memory (the ranks of a generation on
+    one host's CPU), each of which holds a work unit.
     """
     cfg = recipe.config
     need = recipe.unit_memory(recipe.batch_size)
-    have = available_memory(device)
+    have = available_memory(device) // max(sharing, 1)
     if need > have:
         fit = largest_batch(recipe, have)
         where = "GPU memory" if device.type == "cuda" else "memory"
@@ -116,7 +118,8 @@ def check_resources(recipe: Recipe, device: torch.device, work: Path) -> None:
         raise UserError(
             f"batch_size: a work unit of {recipe.batch_size} samples at resolution "
             f"{cfg.resolution} needs about {human(need)} of {where}; {human(have)} are "
-            f"available: {fix}"
+            f"available{f' to each of the {sharing} processes on this host' if sharing > 1 else ''}"
+            f": {fix}"
         )
     total, largest = dataset_bytes(recipe)
     done = sum(p.stat().st_size for p in work.rglob("*.npz")) if work.is_dir() else 0

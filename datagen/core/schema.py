@@ -32,7 +32,13 @@ Our group ``provenance/`` holds the config as YAML (attr ``config``), the packag
 seed, and per-sample diagnostics. Steady files: ``iterations``, ``residual`` (true relative
 residual in float64 at solve time), ``seconds``, ``method``, ``sort_position``,
 ``sample_index``, ``seed``. Trajectory files: ``steps``, ``max_cfl``, ``seconds``, ``method``
-(the time-stepping scheme), ``sample_index``, ``seed``.
+(the time-stepping scheme), ``sample_index``, ``seed``. Every file: where each sample was solved
+(:data:`PLACEMENT`: ``rank``, ``device``, ``host``).
+
+A split written by several processes has the same layout, but its sample-varying fields are
+HDF5 virtual datasets over part files, ``data/SPLIT/parts/NAME_SPLIT_A-B.hdf5`` (each a complete
+file of this format for samples ``A:B``), by relative paths; :func:`consolidate_file` copies
+them into a plain file.
 """
 
 from __future__ import annotations
@@ -73,6 +79,10 @@ TRAJECTORY_DIAGNOSTICS = {
 # Per-sample provenance datasets of each format (plus the string dataset ``method``).
 FORMATS = {FORMAT: DIAGNOSTICS, TRAJECTORY_FORMAT: TRAJECTORY_DIAGNOSTICS}
 STRING = h5py.string_dtype()
+# Where each sample was solved: the rank of the generation (0 for one process), its device
+# (``cpu``, ``cuda:1``) and host. Every file has them; files written before them conform too.
+PLACEMENT = {"rank": np.int32, "device": STRING, "host": STRING}
+PARTS = "parts"  # data/SPLIT/parts/: the files a split's virtual datasets read
 
 
 @dataclass(frozen=True)
@@ -131,7 +141,7 @@ class FileLayout:
     @property
     def diagnostics(self) -> list[str]:
         """Every per-sample array of ``provenance/`` (the format's, ``method``, ours)."""
-        return [*FORMATS[self.file_format], "method", *self.per_sample]
+        return [*FORMATS[self.file_format], "method", *PLACEMENT, *self.per_sample]
 
 
 class SplitWriter:
@@ -145,6 +155,10 @@ class SplitWriter:
         attrs: root attributes every file has beyond the Well's (``problem``, ``split``).
         provenance: attrs of ``provenance/`` (config YAML text, version, seed, ...).
         dtype: storage dtype of the fields.
+        sources: ``(start, stop, part)`` per part file, ``part`` relative to the file's
+            directory: every sample-varying field is then an HDF5 virtual dataset over the
+            same field of the parts (samples ``start:stop`` from ``part``; nothing copied), to
+            be written only with the fields that do not vary per sample and the provenance.
     """
 
     def __init__(
@@ -157,6 +171,7 @@ class SplitWriter:
         attrs: dict[str, Any],
         provenance: dict[str, Any],
         dtype: str = "float32",
+        sources: list[tuple[int, int, str]] | None = None,
     ) -> None:
         fields, size, steps = layout.fields, tuple(layout.size), layout.steps
         parameters, file_format = layout.parameters, layout.file_format
@@ -211,8 +226,14 @@ class SplitWriter:
         self.specs = {s.name: s for s in fields}
         for spec in fields:
             shape = field_shape(spec, n, steps, size)
-            chunks = (1,) * (len(shape) - len(size)) + tuple(size)
-            ds = t0.create_dataset(spec.name, shape=shape, dtype=dtype, chunks=chunks)
+            if sources and spec.sample_varying:
+                ds = t0.create_virtual_dataset(
+                    spec.name, virtual_layout(f"t0_fields/{spec.name}", shape, dtype, sources),
+                    fillvalue=np.nan,  # a part gone missing reads as NaN: verify fails it
+                )  # fmt: skip
+            else:
+                chunks = (1,) * (len(shape) - len(size)) + tuple(size)
+                ds = t0.create_dataset(spec.name, shape=shape, dtype=dtype, chunks=chunks)
             ds.attrs.update(
                 dim_varying=[True] * len(size),
                 sample_varying=spec.sample_varying,
@@ -220,9 +241,9 @@ class SplitWriter:
             )
         prov = f.create_group("provenance")
         prov.attrs.update(provenance)
-        for key, kind in {**FORMATS[file_format], **layout.per_sample}.items():
+        diagnostics = {**FORMATS[file_format], "method": STRING, **PLACEMENT, **layout.per_sample}
+        for key, kind in diagnostics.items():
             prov.create_dataset(key, shape=(n,), dtype=kind)
-        prov.create_dataset("method", shape=(n,), dtype=STRING)
 
     def write(self, start: int, arrays: dict[str, np.ndarray]) -> None:
         """Store samples ``start : start + B`` of each sample-varying field and diagnostic.
@@ -250,6 +271,85 @@ class SplitWriter:
         with contextlib.suppress(Exception):
             self.file.close()
         self.tmp.unlink(missing_ok=True)
+
+
+def virtual_layout(
+    name: str, shape: tuple[int, ...], dtype: str, sources: list[tuple[int, int, str]]
+) -> h5py.VirtualLayout:
+    """The layout of a virtual dataset ``shape`` whose samples ``start:stop`` are dataset
+    ``name`` of the file ``part`` (relative paths are resolved from the virtual file's
+    directory, so that a dataset directory can be moved whole)."""
+    layout = h5py.VirtualLayout(shape=shape, dtype=dtype)
+    for start, stop, part in sources:
+        layout[start:stop] = h5py.VirtualSource(part, name, shape=(stop - start, *shape[1:]))
+    return layout
+
+
+def missing_parts(path: str | Path, f: h5py.File) -> list[str]:
+    """The part files that the virtual datasets of ``f`` (opened from ``path``) read and that
+    are not there (relative to the file's directory), in order, without repeats."""
+    missing: list[str] = []
+    for group in WELL_FIELD_GROUPS:
+        for ds in f[group].values() if group in f else []:
+            if not (isinstance(ds, h5py.Dataset) and ds.is_virtual):
+                continue
+            for source in ds.virtual_sources():
+                name = source.file_name
+                gone = name != "." and not (Path(path).parent / name).is_file()
+                if gone and name not in missing:
+                    missing.append(name)
+    return missing
+
+
+def consolidate_file(path: str | Path, block_bytes: int = 2**26) -> bool:
+    """Replace a split file whose fields are virtual datasets by one plain file holding the
+    same arrays (copied in blocks of about ``block_bytes``), atomically; returns whether there
+    was anything to copy. The parts stay; the caller removes them.
+
+    The copy keeps every attribute, and each field the chunks of its parts (one chunk per
+    sample per step), so that it equals the file a single process writes.
+    """
+    path = Path(path)
+    with open_dataset_file(path) as f:
+        virtual = [
+            name
+            for group in WELL_FIELD_GROUPS
+            for name, ds in (f[group].items() if group in f else [])
+            if isinstance(ds, h5py.Dataset) and ds.is_virtual
+        ]
+        if not virtual:
+            return False
+        missing = missing_parts(path, f)
+        if missing:
+            raise UserError(f"{path}: cannot consolidate, part file {missing[0]} is missing")
+        tmp = path.with_name(path.name + ".partial")
+        try:
+            with h5py.File(tmp, "w") as out:
+                _copy_group(path, f, out, block_bytes)
+            replace_atomic(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return True
+
+
+def _copy_group(path: Path, source: h5py.Group, target: h5py.Group, block_bytes: int) -> None:
+    """Copy ``source`` into ``target``: plain datasets as they are, virtual ones as plain."""
+    target.attrs.update(source.attrs)
+    for name, item in source.items():
+        if isinstance(item, h5py.Group):
+            _copy_group(path, item, target.create_group(name), block_bytes)
+        elif not item.is_virtual:
+            source.copy(item, target, name=name)
+        else:
+            first = item.virtual_sources()[0]
+            with h5py.File(path.parent / first.file_name, "r") as part:
+                chunks = part[first.dset_name].chunks
+            ds = target.create_dataset(name, shape=item.shape, dtype=item.dtype, chunks=chunks)
+            ds.attrs.update(item.attrs)
+            per_sample = max(item.dtype.itemsize * int(np.prod(item.shape[1:])), 1)
+            step = max(block_bytes // per_sample, 1)
+            for start in range(0, item.shape[0], step):
+                ds[start : start + step] = item[start : start + step]
 
 
 @contextlib.contextmanager
@@ -355,11 +455,19 @@ def _check_schema(f: h5py.File, problems: list[str]) -> None:
             if ds.dtype.kind != "f":
                 problems.append(f"{group}/{name} is {ds.dtype}, expected floating point")
     prov = f["provenance"]
-    for key in [*FORMATS[file_format], "method"]:
+    for key in [*FORMATS[file_format], "method", *PLACEMENT]:
         if key not in prov:
-            problems.append(f"provenance/{key} missing")
+            if key not in PLACEMENT:
+                problems.append(f"provenance/{key} missing")
         elif prov[key].shape != (n,):
             problems.append(f"provenance/{key} has shape {prov[key].shape}, expected ({n},)")
+    missing = missing_parts(f.filename, f)
+    if missing:
+        problems.append(
+            f"part file {missing[0]} of its virtual datasets is missing"
+            + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else "")
+            + f"; a split written by several processes reads its {PARTS}/ folder"
+        )
     if "config" not in prov.attrs:
         problems.append("provenance lacks attribute 'config'")
 

@@ -20,68 +20,21 @@ single-process batches.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-from datagen.core.errors import UserError
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    """Where this process sits: ``world`` processes, this one ``rank`` (``local_rank`` on host)."""
-
-    world: int = 1
-    rank: int = 0
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def dist_info_from_env() -> DistInfo:
-    """Read ``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK`` (set by torchrun); default: one process."""
-    try:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        rank = int(os.environ.get("RANK", "0"))
-        local = int(os.environ.get("LOCAL_RANK", str(rank)))
-    except ValueError:
-        raise UserError("WORLD_SIZE, RANK and LOCAL_RANK must be integers") from None
-    if world < 1 or not 0 <= rank < world:
-        raise UserError(f"RANK={rank} does not fit WORLD_SIZE={world}")
-    return DistInfo(world=world, rank=rank, local_rank=local)
-
-
-def init_distributed(info: DistInfo, device: torch.device) -> None:
-    """Join the process group (gloo on CPU, nccl on CUDA) when running under torchrun."""
-    if info.enabled and not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world)
-
-
-def shutdown_distributed() -> None:
-    """Leave the process group if one was joined."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def barrier(info: DistInfo) -> None:
-    if info.enabled:
-        dist.barrier()
-
-
-def all_reduce_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """Sum ``values`` over ranks (in place; returned for chaining); a no-op for one process."""
-    if info.enabled:
-        dist.all_reduce(values, op=dist.ReduceOp.SUM)
-    return values
+# The process group and its collectives are shared with the generation's ranks.
+from datagen.core.distributed import (  # noqa: F401  (re-exported for the trainer)
+    DistInfo,
+    all_reduce_sum,
+    barrier,
+    dist_info_from_env,
+    init_distributed,
+    shares,
+    shutdown_distributed,
+)
 
 
 def broadcast_flag(flag: bool, info: DistInfo, device: torch.device) -> bool:
@@ -100,17 +53,6 @@ class Step:
     indices: list[int]  # this rank's samples (one placeholder sample when ``weight`` is 0)
     n_global: int  # samples in the global batch
     weight: float  # multiplier of this rank's per-sample loss sum: world / n_global, or 0
-
-
-def shares(n: int, world: int) -> list[tuple[int, int]]:
-    """Contiguous ``[start, stop)`` shares of ``n`` items over ``world`` ranks (sizes +-1)."""
-    base, extra = divmod(n, world)
-    bounds, start = [], 0
-    for r in range(world):
-        stop = start + base + (1 if r < extra else 0)
-        bounds.append((start, stop))
-        start = stop
-    return bounds
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> list[int]:

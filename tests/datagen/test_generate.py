@@ -454,3 +454,24 @@ def test_auto_method_follows_the_benchmark():
     assert choose_method(validate(DarcyConfig, {"resolution": 64}), gpu) == "pcg"
     fixed = validate(DarcyConfig, {"resolution": 421, "solver": {"method": "direct"}})
     assert choose_method(fixed, cpu) == "direct"
+
+
+def test_a_run_stopped_while_it_assembles_the_splits_resumes(tmp_path, monkeypatch):
+    """Ctrl-C after the split files are written but before the shards are removed: the same
+    command finishes the dataset (the split files are not taken for a finished dataset)."""
+    import datagen.generate as generate_module
+
+    out = tmp_path / "out"
+    args = ["generate", str(SMALL_CONFIG), "resolution=17", "samples.train=3", "samples.valid=0",
+            "samples.test=2", "batch_size=2", f"output.dir={out}", "--no-progress"]  # fmt: skip
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(generate_module, "write_stats", interrupted)
+    assert main(args) == 130
+    assert split_file(out, "darcy_small", "train").is_file() and (out / ".partial").is_dir()
+    monkeypatch.undo()
+    assert main(args) == 0
+    assert not (out / ".partial").exists() and (out / "stats.yaml").is_file()
+    assert main(args) == 2  # now finished: refused without --overwrite
