@@ -115,9 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                 for mode in times:
                     out = Path(tmp) / mode
                     shutil.rmtree(out, ignore_errors=True)
-                    times[mode].append(
-                        timed(command(mode, args.ranks, config, overrides, out))
-                    )
+                    times[mode].append(timed(command(mode, args.ranks, config, overrides, out)))
             lines = compare.compare_dirs(Path(tmp) / "alone", Path(tmp) / "ranks")
             same = all(line.startswith("SAME") for line in lines)
         n = samples_of(overrides)

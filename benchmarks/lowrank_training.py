@@ -172,6 +172,7 @@ def small_round(args) -> dict:
 
 
 def report(published: dict, small: dict, args) -> str:
+    """Markdown: the published-size table (when measured) and the equal-epochs table."""
     lines = [
         f"### Published sizes, one step (rank {args.rank}, update gap {args.update_gap})",
         "",
@@ -186,6 +187,8 @@ def report(published: dict, small: dict, args) -> str:
             f"| {r['state_mib'] / base['state_mib']:.2f} | {r['peak_mib']:.0f} "
             f"| {r['peak_mib'] / base['peak_mib']:.2f} |"
         )
+    if not published:
+        lines = []
     lines += [
         "",
         f"### Small data, equal epochs ({args.epochs})",
@@ -221,7 +224,7 @@ def main() -> None:
     print(machine_line(args.device), flush=True)
     published = {} if args.skip_published else published_round(args)
     small = small_round(args)
-    text = report(published, small, args) if published else report({}, small, args)
+    text = report(published, small, args)
     print("\n" + text)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.md").write_text(text)

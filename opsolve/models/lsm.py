@@ -25,9 +25,10 @@ Conventions, and where they differ from the public code (deliberately):
   ``patch = padded / 16`` (the coarsest feature map is one patch).
 * The crop keeps the first ``n`` points of each axis, which is right when some axes are not
   padded (the public ``x[..., :-p1, :-p0]`` is empty when exactly one padding is 0).
-* The basis frequencies are a buffer of the module (the public code builds them with
-  ``.cuda()`` as a plain tensor: it needs a GPU, is not moved by ``.to()`` and not rebuilt
-  from the state dict). The module runs on any device.
+* The basis frequencies are a buffer of the module (the public code builds them as a plain
+  tensor placed on the GPU: it needs a GPU, is not moved by ``.to()`` and not rebuilt from
+  the state dict). The module runs on any device: everything follows its parameters and the
+  input.
 * The number of heads is a parameter (8, as published); the width must be divisible by it.
 * ``norm``: ``batch`` (the original, for steady problems) or ``instance`` (affine, as the
   Neural-Solver-Library uses for time-dependent problems).

@@ -153,9 +153,10 @@ def test_the_virtual_files_read_with_h5py_our_loader_and_the_well(runs, tmp_path
     for root in (single, moved):
         assert main(["verify", str(root)]) == 0
     for split in ("train", "valid"):
-        with h5py.File(split_file(single, name, split)) as f, h5py.File(
-            split_file(moved, name, split)
-        ) as g:
+        with (
+            h5py.File(split_file(single, name, split)) as f,
+            h5py.File(split_file(moved, name, split)) as g,
+        ):
             for key in f["t0_fields"].attrs["field_names"]:
                 np.testing.assert_array_equal(f["t0_fields"][key][...], g["t0_fields"][key][...])
     reference = well_items(single, steady)
@@ -226,8 +227,8 @@ def test_a_killed_rank_resumes_with_another_world_size(tmp_path):
     shards = out / ".partial" / "train"
     second_half = [shards / f"{i:08d}-{i + 1:08d}.npz" for i in range(14, 24)]
     deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and not any(
-        p.exists() for p in second_half
+    while (
+        time.time() < deadline and proc.poll() is None and not any(p.exists() for p in second_half)
     ):
         time.sleep(0.01)
     victim = rank_pid(proc.pid, 1)
@@ -277,15 +278,21 @@ def test_an_output_dir_not_shared_by_the_ranks_is_refused(tmp_path):
         command = launch(1, "generate", str(CONFIGS / "darcy_small.yaml"), "resolution=17",
                          "output.dir=data/darcy", "--no-progress", launcher=launcher)  # fmt: skip
         procs.append(
-            subprocess.Popen(command, cwd=node, env=_env(), stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+            subprocess.Popen(
+                command,
+                cwd=node,
+                env=_env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
         )
     results = [p.communicate(timeout=180) for p in procs]
     assert all(p.returncode != 0 for p in procs)
     ours = [line for _, err in results for line in err.splitlines() if line.startswith("datagen:")]
     assert len(ours) == 1, ours  # rank 0 speaks for the job
     assert "is not shared by all ranks" in ours[0] and "every node mounts" in ours[0]
-    assert all('datagen/' not in err for _, err in results)  # no traceback of ours
+    assert all("datagen/" not in err for _, err in results)  # no traceback of ours
     for node in nodes:
         assert not (node / "data" / "darcy" / "data").exists()
 

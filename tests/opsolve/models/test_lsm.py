@@ -93,7 +93,7 @@ def test_the_block_is_the_published_attention_without_scaling():
 
 
 def test_runs_on_cpu_without_cuda(monkeypatch):
-    """Nothing is built on a GPU: with CUDA hidden and ``.cuda()`` refusing, the model builds,
+    """Nothing is built on a GPU: with CUDA hidden and ``Tensor.cuda`` refusing, the model builds,
     runs, moves to float64 with its basis frequencies, and saves them nowhere."""
 
     def refuse(*_args, **_kwargs):
@@ -110,7 +110,7 @@ def test_runs_on_cpu_without_cuda(monkeypatch):
 
 def test_parameter_counts_equal_the_public_models():
     """The public counts were taken by running thuml/Latent-Spectral-Models (commit 4af9567,
-    ``models/LSM_2D.py``) on a CPU with the one ``.cuda()`` (of ``modes_list``) removed:
+    ``models/LSM_2D.py``) on a CPU with its one GPU placement (of ``modes_list``) removed:
     ``LSM2d(in_channels=1, out_channels=1, width=64, patch_size=[6, 6], num_basis=12,
     num_token=4, padding=[11, 11])`` (Darcy, exp_darcy.py) has 19,187,457 parameters, and with
     ``in_channels=10, patch_size=[4, 4], padding=[0, 0]`` (Navier-Stokes, exp_ns.py)
@@ -185,14 +185,13 @@ def test_bad_layouts_and_inputs_name_the_limit():
 
 
 @pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cpu_and_cuda_agree():
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
     model = LSM(1, 1, width=8).double().eval()
     x = torch.randn(2, 1, 40, 36, dtype=torch.float64)
     with torch.no_grad():
         cpu = model(x)
-        gpu = model.cuda()(x.cuda()).cpu()
+        gpu = model.to("cuda")(x.to("cuda")).cpu()
     torch.testing.assert_close(gpu, cpu, rtol=1e-9, atol=1e-9)
 
 
