@@ -34,6 +34,10 @@ Ours (``datagen``, torch, float64, batched over all ``N`` systems of a size):
   systems: recycled CG instead of GCRO-DR);
 - ``skr-mg``: the same with the multigrid preconditioner (10 Ritz vectors).
 
+Every row gets one untimed warm-up first, as a generator in steady state would have: PETSc
+solves its first system once (``petsc_peer.py``), our batched rows solve their first batch once
+(the first solve in a process pays allocator growth and lazy initialisation, 1.3-1.6x at 257^2).
+
 "vs best peer": the fastest peer row (any core count) over this row; "vs hypre-2": the two-process
 ``petsc-hypre-2`` over this row (equal cores).
 
@@ -138,16 +142,21 @@ def ours(a: np.ndarray, preconditioner: str, batch: int, device: str, threads: i
         torch.set_num_threads(saved)
 
 
+def _solve_batch(at: torch.Tensor, preconditioner: str):
+    op, rhs = darcy_system(at, torch.ones_like(at))
+    precond = darcy_preconditioner(op, rhs, preconditioner)
+    return pcg(op, rhs, preconditioner=precond, tol=TOL, maxiter=20000)
+
+
 def _ours(a: np.ndarray, preconditioner: str, batch: int, device: str):
     out = []
+    _solve_batch(torch.from_numpy(a[:batch]).to(device), preconditioner)  # warm-up, untimed
     for lo in range(0, len(a), batch):
         at = torch.from_numpy(a[lo : lo + batch]).to(device)
         if device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        op, rhs = darcy_system(at, torch.ones_like(at))
-        precond = darcy_preconditioner(op, rhs, preconditioner)
-        result = pcg(op, rhs, preconditioner=precond, tol=TOL, maxiter=20000)
+        result = _solve_batch(at, preconditioner)
         if device == "cuda":
             torch.cuda.synchronize()
         share = (time.perf_counter() - start) / at.shape[0]

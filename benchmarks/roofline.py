@@ -92,7 +92,6 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"roofline: unknown families {sorted(unknown)}")
     bw = bandwidth()
-    ours(coefficients("lognormal", 33, 2), "multigrid", 2, "cpu")  # warm-up: first-call costs
     print(
         f"# {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
         f"measured copy bandwidth {bw / 1e9:.1f} GB/s"
