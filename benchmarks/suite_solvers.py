@@ -28,15 +28,14 @@ ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = ("piecewise", "lognormal")
 RESIDUAL_SLACK = 1.01  # the true residual may read 1% above tol from its own rounding
 
-# The best 2-core CPU peer per Darcy system (seconds), from RESULTS.md, "Operator-dependent
-# interpolation in the V-cycle (2026-11-23)": PyAMG smoothed aggregation + CG, setup included
-# (SuperLU was slower at both sizes). PETSc / hypre rows are being added: take the best of every
-# CPU peer here when they land.
+# The best 2-core CPU peer per Darcy system (seconds), from RESULTS.md, "Re-measured on an idle
+# machine, with a warm-up for every row (2026-12-03)": PETSc CG + hypre BoomerAMG in two
+# independent processes, set-up included (3-5x faster than PyAMG and SuperLU on this machine).
 CPU_BEST_PEER_DARCY_S = {
-    ("piecewise", 257): 0.25375,
-    ("lognormal", 257): 0.28503,
-    ("piecewise", 513): 1.33916,
-    ("lognormal", 513): 1.19628,
+    ("piecewise", 257): 0.07637,
+    ("lognormal", 257): 0.05771,
+    ("piecewise", 513): 0.44971,
+    ("lognormal", 513): 0.27405,
 }
 # SciPy SuperLU per Helmholtz system at 257^2, k0 = 60 on the 2-core CPU (seconds), from
 # RESULTS.md, "Helmholtz k0 = 60 at 257^2: SuperLU on the 2-core CPU (2026-12-02)".
