@@ -65,7 +65,9 @@ def true_model(path: Path, dt_record: float) -> Forecast:
         params = {str(k): float(f.attrs[k]) for k in f.attrs["simulation_parameters"]}
         attrs = dict(f.attrs)
         if problem == "navier_stokes":
-            forcing = torch.from_numpy(np.asarray(f["t0_fields"]["forcing"][0], np.float64))
+            stored = f["t0_fields"]["forcing"]  # (n, n), or (samples, n, n) when it varies
+            forcing = np.asarray(stored[0] if stored.attrs["sample_varying"] else stored[()])
+            forcing = torch.from_numpy(forcing.astype(np.float64))
         else:
             length = float(np.asarray(f["provenance"]["domain_length"])[0])
     if problem in ("ks", "kdv"):
