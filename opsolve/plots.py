@@ -261,6 +261,12 @@ def plot_assimilation_curves(
         ax.fill_between(times, low, mean + std, color=line.get_color(), alpha=0.15, lw=0)
     ax.axvline(warmup_end, color="0.4", ls="--", lw=0.8)
     ax.set_yscale("log")
+    # A method started from the true state has zero error at t = 0: the axis starts at the
+    # smallest error after the first record instead of at round-off.
+    later = [m[1:][m[1:] > 0] for m, _ in curves.values() if len(m) > 1]
+    floor = min((float(v.min()) for v in later if v.size), default=None)
+    if floor is not None:
+        ax.set_ylim(bottom=0.5 * floor)
     return _finish_lines(fig, ax, out, "time", "relative L2 error", title)
 
 
