@@ -11,11 +11,13 @@ that escapes is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from datagen.core.errors import UserError
@@ -42,6 +44,37 @@ class Terminated(KeyboardInterrupt):
 
 def _terminate(signum: int, frame: object) -> None:
     raise Terminated
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) and SIGTERM until the block ends, then act on the first one as
+    its handler would have (raise :class:`KeyboardInterrupt` or :class:`Terminated`).
+
+    For writes that an exception must not cut in half: ``torch.save`` or ``np.savez`` stopped
+    by an interrupt while writing fail again closing their zip archive, and the interrupt
+    turns into a ``RuntimeError`` with a traceback. Outside the main thread signals cannot be
+    held (nor arrive): the block runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    kinds = (signal.SIGINT, signal.SIGTERM)
+    previous = {
+        kind: signal.signal(kind, lambda signum, frame: caught.append(signum)) for kind in kinds
+    }
+    try:
+        yield
+    finally:
+        for kind, handler in previous.items():
+            signal.signal(kind, handler)
+    if caught:
+        handler = previous[caught[0]]
+        if callable(handler):
+            handler(caught[0], None)
+        elif handler == signal.SIG_DFL:
+            signal.raise_signal(caught[0])
 
 
 def _disk_full(err: OSError) -> bool:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from datagen.core.commands import signals_held
 from datagen.core.errors import UserError
 
 
@@ -32,18 +33,19 @@ def atomic_write(path: str | Path, mode: str = "w", **open_args: Any) -> Iterato
 
     ``mode`` is ``"w"`` (text) or ``"wb"``; ``open_args`` go to :func:`open` (``newline=""`` for
     CSV). The handle accepts ``np.savez``, ``torch.save``, ``json.dump`` and plain writes. If
-    the block raises, the target is untouched and the temporary file removed.
+    the block raises, the target is untouched and the temporary file removed. Ctrl-C and
+    SIGTERM wait until the write is done (:func:`signals_held`), then stop the program.
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, mode, **open_args) as handle:
+        with signals_held(), open(tmp, mode, **open_args) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import io
+import os
+import signal
 
 import numpy as np
 import pytest
 import torch
 
 from datagen.core import progress
-from datagen.core.commands import Failure, run_command
+from datagen.core.commands import Failure, Terminated, _terminate, run_command
 from datagen.core.config import GenerationConfig, validate
 from datagen.core.device import resolve_device
 from datagen.core.errors import SolverFailure, UserError
@@ -29,6 +31,28 @@ def test_atomic_write_replaces_whole_or_not_at_all(tmp_path):
     assert np.load(target)["a"].tolist() == [0, 1, 2]  # the old file, untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npz"]  # no temporary left
     assert write_text_atomic(tmp_path / "t.txt", "hello").read_text() == "hello"
+
+
+@pytest.mark.parametrize("kind", ["SIGTERM", "SIGINT"])
+def test_a_signal_during_a_write_waits_for_the_write(tmp_path, kind):
+    """SIGTERM or Ctrl-C arriving inside ``torch.save`` used to turn into a RuntimeError from
+    its zip writer (a traceback, exit status 1); now the write ends first, whole."""
+    signum = getattr(signal, kind)
+    previous = signal.signal(signal.SIGTERM, _terminate)  # as run_command installs it
+    state = {f"w{i}": torch.randn(32, 32) for i in range(8)}
+    target = tmp_path / "last.pt"
+    try:
+        with pytest.raises(Terminated if kind == "SIGTERM" else KeyboardInterrupt):
+            with atomic_write(target, "wb") as handle:
+                os.kill(os.getpid(), signum)  # delivered at once, held until the block ends
+                torch.save(state, handle)
+        assert signal.getsignal(signal.SIGTERM) is _terminate  # the handlers are back
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    loaded = torch.load(target)
+    assert all(torch.equal(loaded[k], v) for k, v in state.items())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
 
 
 def test_a_log_bar_writes_few_whole_lines(monkeypatch):
