@@ -103,6 +103,15 @@ class DarcyOperator:
         out[..., :, 1:].addcmul_(self._wy, u[..., :, :-1], value=-1)
         return out
 
+    def residual(self, f: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """``f - A u`` (B, s-2, s-2) in the passes of one application."""
+        out = torch.addcmul(f, self._diag, u, value=-1)
+        out[..., :-1, :].addcmul_(self._wx, u[..., 1:, :])
+        out[..., 1:, :].addcmul_(self._wx, u[..., :-1, :])
+        out[..., :, :-1].addcmul_(self._wy, u[..., :, 1:])
+        out[..., :, 1:].addcmul_(self._wy, u[..., :, :-1])
+        return out
+
     def subset(self, index: torch.Tensor) -> DarcyOperator:
         """The operators of batch members ``index``."""
         return DarcyOperator(self.ax[index], self.ay[index], self.h)

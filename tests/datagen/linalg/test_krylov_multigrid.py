@@ -13,6 +13,7 @@ from datagen.linalg.multigrid import (
     convergence_factor,
     dense_matrix,
     galerkin,
+    galerkin_stencil,
     probe_stencil,
     prolong,
     restrict,
@@ -71,6 +72,49 @@ def test_galerkin_by_probing_equals_assembled_triple_product(s):
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-9 * np.abs(expected).max())
 
 
+def interpolation_matrix(interp: OperatorInterpolation, k: int, n: int) -> sp.csr_matrix:
+    """P (n*n, nc*nc) of member k, column by column from ``interp.prolong``."""
+    nc = n // 2
+    one = interp.subset(torch.tensor([k]))
+    cols = []
+    for c in range(nc * nc):
+        e = torch.zeros(1, nc, nc, dtype=torch.float64)
+        e.view(-1)[c] = 1
+        cols.append(one.prolong(e, (n, n)).reshape(-1).numpy())
+    return sp.csr_matrix(np.stack(cols, axis=1))
+
+
+@pytest.mark.parametrize("s", [11, 12, 19, 20])
+def test_direct_galerkin_equals_the_assembled_product_and_probing(s):
+    """The term-by-term P^T A P (the set-up's path) against P^T A P assembled with SciPy and
+    against probing, with operator-dependent P, on odd and even grids, 5- and 9-point A."""
+    family = "piecewise" if s % 2 else "lognormal"
+    a = coefficients(2, s, family)
+    n = s - 2
+    op = DarcyOperator.from_coefficient(a)
+    fine = op.stencil()
+    interp = OperatorInterpolation.from_stencil(fine)
+    coarse = galerkin_stencil(fine, interp.weights)
+    probed = galerkin(op, 2, (n, n), a, transfers=(interp.prolong, interp.restrict)).stencil
+    torch.testing.assert_close(coarse, probed, rtol=1e-12, atol=1e-12 * float(probed.abs().max()))
+    for k in range(2):
+        P = interpolation_matrix(interp, k, n)
+        expected = (P.T @ assemble(a[k].numpy()) @ P).toarray()
+        got = StencilOperator(coarse).subset(torch.tensor([k]))
+        got = dense_matrix(got, 1, (n // 2, n // 2), a)[0].numpy()
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12 * np.abs(expected).max())
+    # one level down: a 9-point A
+    nc = n // 2
+    interp2 = OperatorInterpolation.from_stencil(coarse)
+    coarser = galerkin_stencil(coarse, interp2.weights)
+    probed2 = galerkin(
+        StencilOperator(coarse), 2, (nc, nc), a, transfers=(interp2.prolong, interp2.restrict)
+    ).stencil
+    torch.testing.assert_close(
+        coarser, probed2, rtol=1e-12, atol=1e-12 * float(probed2.abs().max())
+    )
+
+
 def test_stencil_operator_equals_the_padded_sum():
     """The in-place application against the reference sum over a zero-padded field, 1e-12."""
     gen = torch.Generator().manual_seed(3)
@@ -82,6 +126,25 @@ def test_stencil_operator_equals_the_padded_sum():
     )
     out = StencilOperator(stencil)(u)
     assert float((out - ref).norm() / ref.norm()) < 1e-12
+
+
+@pytest.mark.parametrize("n", [15, 16])
+def test_fused_residuals_and_in_place_prolongation_equal_the_plain_ones(n):
+    """The cycle's fused ``f - A u`` (Darcy 5-point, 9-point stencil) and ``x += P c``
+    against the unfused expressions, 1e-12 in float64, odd and even grids."""
+    gen = torch.Generator().manual_seed(5)
+    a = coefficients(2, n + 2, "lognormal")
+    darcy = DarcyOperator.from_coefficient(a)
+    nine = StencilOperator(torch.randn(2, 3, 3, n, n, generator=gen, dtype=torch.float64))
+    u, f = (torch.randn(2, n, n, generator=gen, dtype=torch.float64) for _ in range(2))
+    for op in (darcy, nine):
+        expected = f - op(u)
+        assert float((op.residual(f, u) - expected).norm() / expected.norm()) < 1e-12
+    interp = OperatorInterpolation.from_stencil(darcy.stencil())
+    coarse = torch.randn(2, n // 2, n // 2, generator=gen, dtype=torch.float64)
+    expected = u + interp.prolong(coarse, (n, n))
+    got = interp.add_prolonged(u.clone(), coarse)
+    assert float((got - expected).norm() / expected.norm()) < 1e-12
 
 
 def test_vcycle_is_symmetric_positive_definite():
