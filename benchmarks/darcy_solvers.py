@@ -37,6 +37,9 @@ Ours (``datagen``, torch, float64, batched over all ``N`` systems of a size):
 Every row gets one untimed warm-up first, as a generator in steady state would have: PETSc
 solves its first system once (``petsc_peer.py``), our batched rows solve their first batch once
 (the first solve in a process pays allocator growth and lazy initialisation, 1.3-1.6x at 257^2).
+A batched row's batch is then timed three times and its median taken (one timing of one batch
+varied by up to 1.3x between runs on a 2-core VM); a peer row's seconds are the median over its
+systems.
 
 "vs best peer": the fastest peer row (any core count) over this row; "vs hypre-2": the two-process
 ``petsc-hypre-2`` over this row (equal cores).
@@ -59,6 +62,7 @@ from petsc_runner import DARCY_PEERS, DEFAULT_PYTHON, petsc_missing, run_petsc
 from ratios import print_speedups
 
 from datagen.core.fields import gaussian_random_field, sample_seed
+from datagen.core.memory import retain_freed_memory
 from datagen.linalg.chains import solve_chains
 from datagen.linalg.krylov import pcg
 from datagen.linalg.sorting import sort_fields
@@ -131,8 +135,13 @@ def peer_gcrotmk(matrices, b):
     return out
 
 
+REPEATS = 3  # timed solves of each batch; its time is their median
+
+
 def ours(a: np.ndarray, preconditioner: str, batch: int, device: str, threads: int = 0):
-    """Our batched CG in batches of ``batch``; ``threads`` > 0: on that many torch threads."""
+    """Our batched CG in batches of ``batch``; ``threads`` > 0: on that many torch threads.
+    Each batch (set-up and solve) is timed ``REPEATS`` times after a warm-up; a system's
+    seconds are its batch's median divided by the batch size."""
     saved = torch.get_num_threads()
     if threads > 0:
         torch.set_num_threads(threads)
@@ -153,13 +162,16 @@ def _ours(a: np.ndarray, preconditioner: str, batch: int, device: str):
     _solve_batch(torch.from_numpy(a[:batch]).to(device), preconditioner)  # warm-up, untimed
     for lo in range(0, len(a), batch):
         at = torch.from_numpy(a[lo : lo + batch]).to(device)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        result = _solve_batch(at, preconditioner)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        share = (time.perf_counter() - start) / at.shape[0]
+        seconds = []
+        for _ in range(REPEATS):
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            result = _solve_batch(at, preconditioner)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            seconds.append(time.perf_counter() - start)
+        share = float(np.median(seconds)) / at.shape[0]
         x = result.x.cpu().numpy()
         out += [(x[k].ravel(), share, int(result.iterations[k])) for k in range(len(x))]
     return out
@@ -207,6 +219,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=None, help="run only these rows")
     parser.add_argument("--petsc-python", default=DEFAULT_PYTHON)
     args = parser.parse_args()
+    retain_freed_memory()  # as datagen's CLI does, for every row of this process
     if any(s < 5 for s in args.sizes) or args.samples < 1:
         raise SystemExit("darcy_solvers: need sizes >= 5 and samples >= 1")
     solvers = {

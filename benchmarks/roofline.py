@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from darcy_solvers import coefficients, ours
 
+from datagen.core.memory import retain_freed_memory
 from datagen.problems.darcy.physics import assemble
 
 F64, F32 = 8, 4
@@ -86,6 +87,7 @@ def main() -> None:
     parser.add_argument("--families", nargs="+", default=["piecewise", "lognormal"])
     parser.add_argument("--out", default="benchmarks/results/roofline.png")
     args = parser.parse_args()
+    retain_freed_memory()  # as datagen's CLI does, for every row of this process
     if any(s < 17 for s in args.sizes) or args.samples < 1:
         raise SystemExit("roofline: need sizes >= 17 and samples >= 1")
     unknown = set(args.families) - {"piecewise", "lognormal"}

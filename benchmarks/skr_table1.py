@@ -41,6 +41,7 @@ from petsc_runner import DEFAULT_PYTHON, petsc_missing, run_petsc
 from ratios import print_speedups
 
 from datagen.core.fields import gaussian_random_field, sample_seed
+from datagen.core.memory import retain_freed_memory
 from datagen.linalg.chains import solve_chains
 from datagen.linalg.gcrodr import gcrodr
 from datagen.linalg.krylov import Jacobi
@@ -94,6 +95,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=None, help="run only these rows")
     parser.add_argument("--petsc-python", default=DEFAULT_PYTHON)
     args = parser.parse_args()
+    retain_freed_memory()  # as datagen's CLI does, for every row of this process
     if args.samples < 2 or not 1 <= args.chains <= args.samples or args.threads < 1:
         raise SystemExit("skr_table1: need samples >= 2, 1 <= chains <= samples, threads >= 1")
     c, t = args.chains, args.threads
