@@ -14,7 +14,7 @@ Two measurements:
    relative L2, optimizer state of the last checkpoint, peak memory, seconds per epoch.
 
     python benchmarks/lowrank_training.py [--epochs 20] [--rank 0.5] [--update-gap 50]
-        [--scale 1.0] [--out runs/bench/lowrank] [--device cpu]
+        [--scale 1.0] [--seed 0] [--models lsm sfno] [--out runs/bench/lowrank] [--device cpu]
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def one_step(model: str, optimizer: str, overrides: list[str], device: str) -> d
 
 def published_round(args) -> dict:
     rows = {}
-    for model in PUBLISHED:
+    for model in args.models:
         for optimizer in ("adamw", "galore_adamw"):
             spec = [model, optimizer, optimizer_overrides(optimizer, args), args.device]
             code = _ONE_STEP.format(benchmarks=str(Path(__file__).parent))
@@ -147,7 +147,7 @@ def small_round(args) -> dict:
     from opsolve.eval.compare import compare_runs
 
     rows = {}
-    for model, (config, data_name) in SMALL.items():
+    for model, (config, data_name) in ((m, SMALL[m]) for m in args.models):
         data = generate(data_name, args.out / "data")
         runs = {}
         for optimizer in ("adamw", "galore_adamw"):
@@ -157,6 +157,7 @@ def small_round(args) -> dict:
                 f"epochs={args.epochs}",
                 f"output.dir={rundir}",
                 f"device={args.device}",
+                f"seed={args.seed}",
                 *optimizer_overrides(optimizer, args),
             ]
             cost = train_in_child(ROOT / "configs" / "train" / config, overrides)
@@ -191,7 +192,7 @@ def report(published: dict, small: dict, args) -> str:
         lines = []
     lines += [
         "",
-        f"### Small data, equal epochs ({args.epochs})",
+        f"### Small data, equal epochs ({args.epochs}, seed {args.seed})",
         "",
         "| model / optimizer | test rel. L2 | L2 / AdamW's | optimizer state (MiB) "
         "| state / AdamW's | peak memory (MiB) | s/epoch |",
@@ -215,6 +216,8 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "lowrank")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--seed", type=int, default=0, help="training seed of the small runs")
+    parser.add_argument("--models", nargs="+", choices=sorted(SMALL), default=list(SMALL))
     parser.add_argument("--skip-published", action="store_true")
     args = parser.parse_args()
     if args.epochs < 1 or not 0 < args.rank <= 1 or args.update_gap < 1 or args.scale <= 0:
