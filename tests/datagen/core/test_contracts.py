@@ -50,7 +50,7 @@ def test_a_signal_during_a_write_waits_for_the_write(tmp_path, kind):
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGTERM, previous)
-    loaded = torch.load(target)
+    loaded = torch.load(target, weights_only=True)
     assert all(torch.equal(loaded[k], v) for k, v in state.items())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
 
