@@ -43,23 +43,15 @@ class StencilOperator:
     def __call__(self, u: torch.Tensor) -> torch.Tensor:
         """``A u`` for ``u`` (B, n0, n1): the centre product, then one in-place multiply-add
         per offset on the views of nodes whose neighbour is inside (no padded copy)."""
-        n0, n1 = u.shape[-2:]
-        out = self.stencil[:, 1, 1] * u
-        for di in (-1, 0, 1):
-            for dj in (-1, 0, 1):
-                if di == 0 and dj == 0:
-                    continue
-                i0, i1, j0, j1 = max(0, -di), n0 - max(0, di), max(0, -dj), n1 - max(0, dj)
-                out[..., i0:i1, j0:j1].addcmul_(
-                    self.stencil[:, 1 + di, 1 + dj, i0:i1, j0:j1],
-                    u[..., i0 + di : i1 + di, j0 + dj : j1 + dj],
-                )
-        return out
+        return self._add_neighbours(self.stencil[:, 1, 1] * u, u, 1)
 
     def residual(self, f: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """``f - A u`` (B, n0, n1) in the passes of one application (no separate subtraction)."""
+        return self._add_neighbours(torch.addcmul(f, self.stencil[:, 1, 1], u, value=-1), u, -1)
+
+    def _add_neighbours(self, out: torch.Tensor, u: torch.Tensor, sign: int) -> torch.Tensor:
+        """``out += sign * (off-centre part of A) u`` in place; returns ``out``."""
         n0, n1 = u.shape[-2:]
-        out = torch.addcmul(f, self.stencil[:, 1, 1], u, value=-1)
         for di in (-1, 0, 1):
             for dj in (-1, 0, 1):
                 if di == 0 and dj == 0:
@@ -68,7 +60,7 @@ class StencilOperator:
                 out[..., i0:i1, j0:j1].addcmul_(
                     self.stencil[:, 1 + di, 1 + dj, i0:i1, j0:j1],
                     u[..., i0 + di : i1 + di, j0 + dj : j1 + dj],
-                    value=-1,
+                    value=sign,
                 )
         return out
 

@@ -96,20 +96,18 @@ class DarcyOperator:
     def __call__(self, u: torch.Tensor) -> torch.Tensor:
         """``A u`` for interior values ``u`` (B, s-2, s-2): the flux form
         ``sum_faces a_f (u_i - u_neighbour) / h^2`` (zero Dirichlet values outside)."""
-        out = self._diag * u
-        out[..., :-1, :].addcmul_(self._wx, u[..., 1:, :], value=-1)
-        out[..., 1:, :].addcmul_(self._wx, u[..., :-1, :], value=-1)
-        out[..., :, :-1].addcmul_(self._wy, u[..., :, 1:], value=-1)
-        out[..., :, 1:].addcmul_(self._wy, u[..., :, :-1], value=-1)
-        return out
+        return self._add_neighbours(self._diag * u, u, -1)
 
     def residual(self, f: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """``f - A u`` (B, s-2, s-2) in the passes of one application."""
-        out = torch.addcmul(f, self._diag, u, value=-1)
-        out[..., :-1, :].addcmul_(self._wx, u[..., 1:, :])
-        out[..., 1:, :].addcmul_(self._wx, u[..., :-1, :])
-        out[..., :, :-1].addcmul_(self._wy, u[..., :, 1:])
-        out[..., :, 1:].addcmul_(self._wy, u[..., :, :-1])
+        return self._add_neighbours(torch.addcmul(f, self._diag, u, value=-1), u, 1)
+
+    def _add_neighbours(self, out: torch.Tensor, u: torch.Tensor, sign: int) -> torch.Tensor:
+        """``out += sign * (sum of the four face couplings a_f u_neighbour / h^2)`` in place."""
+        out[..., :-1, :].addcmul_(self._wx, u[..., 1:, :], value=sign)
+        out[..., 1:, :].addcmul_(self._wx, u[..., :-1, :], value=sign)
+        out[..., :, :-1].addcmul_(self._wy, u[..., :, 1:], value=sign)
+        out[..., :, 1:].addcmul_(self._wy, u[..., :, :-1], value=sign)
         return out
 
     def subset(self, index: torch.Tensor) -> DarcyOperator:
