@@ -287,10 +287,15 @@ def _edge_weight(toward: torch.Tensor, other: torch.Tensor, diagonal: torch.Tens
     is zero, so this equals ``-toward / diagonal`` away from boundaries), or ``-toward /
     diagonal`` where the other side is a Dirichlet boundary (``other == 0``, the boundary value
     0 entering through the diagonal). Taking the couplings rather than the diagonal keeps a
-    boundary along the collapsed axis out of the weights."""
+    boundary along the collapsed axis out of the weights.
+
+    "Zero" is zero to rounding (64 units of the last place of the diagonal): on coarse Galerkin
+    levels a collapsed coupling can be a sum of entries that cancel, and the ratio of two such
+    rounding residues would be an arbitrary weight."""
+    tiny = 64 * torch.finfo(diagonal.dtype).eps * diagonal.abs()
     both = toward + other
-    inner = toward / torch.where(both == 0, torch.ones_like(both), both)
-    return torch.where(other == 0, -toward / diagonal, inner)
+    inner = toward / torch.where(both.abs() <= tiny, torch.ones_like(both), both)
+    return torch.where(other.abs() <= tiny, -toward / diagonal, inner)
 
 
 @dataclass

@@ -326,3 +326,21 @@ def test_recycled_cg_along_a_chain_of_similar_systems():
         recycled_its.append(int(result.iterations[0]))
     assert recycled_its[0] == plain_its[0]  # nothing to recycle for the first system
     assert sum(recycled_its[1:]) < 0.75 * sum(plain_its[1:])
+
+
+@pytest.mark.parametrize("residue", [0.0, 1.0, -3.0])
+def test_a_collapsed_coupling_that_cancels_to_rounding_counts_as_zero(residue):
+    """A fine node whose couplings on one side cancel (as on coarse Galerkin levels, where such
+    sums are rounding residues) gets the weight of an exact zero there, whatever the residue's
+    sign and size in units of the last place; before, the ratio of two residues was taken."""
+    n = 7
+    stencil = torch.zeros(1, 3, 3, n, n, dtype=torch.float64)
+    stencil[:, 1, 1] = 10.0
+    for di, dj in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+        stencil[:, 1 + di, 1 + dj] = -1.0
+    c = 1.0 / 3.0
+    # fine node (2, 3) = footprint position (0, 1) of coarse node (1, 1): its minus-side line
+    stencil[0, 0, 0, 2, 3], stencil[0, 0, 1, 2, 3] = -c, c * (1 + residue * 2.0**-52)
+    weights = OperatorInterpolation.from_stencil(stencil).weights
+    toward, across = (float(stencil[0, k, :, 2, 3].sum()) for k in (2, 1))
+    assert float(weights[0, 0, 1, 1, 1]) == pytest.approx(-toward / across, rel=1e-12)
