@@ -4,11 +4,13 @@ Vertex-centred coarsening of the ``n x n`` interior grid: coarse node ``J`` sits
 ``2J + 1`` (``n_c = n // 2``), prolongation ``P`` with zero Dirichlet values outside (by default
 operator-dependent, :class:`OperatorInterpolation`; or bilinear), restriction ``R = P^T``, and
 Galerkin coarse operators ``A_c = R A P``. With a 3 x 3 footprint of ``P`` per coarse node, the
-Galerkin operator of a 5- or 9-point operator is a 9-point stencil; it is computed exactly by
-probing ``R A P`` with the nine 3 x 3-periodic indicator vectors (nine batched applications per
-level, no matrix assembly). Galerkin coarse operators and operator-dependent interpolation keep
-the V-cycle robust for the jumping coefficients of the piecewise-constant Darcy data, where
-averaged coarse coefficients fail and bilinear interpolation converges more slowly.
+Galerkin operator of a 5- or 9-point operator is a 9-point stencil. With operator-dependent
+interpolation it is summed term by term from the fine stencil's non-zero offsets split by parity
+(:func:`galerkin_stencil`); with bilinear transfers it is probed, ``R A P`` applied to the nine
+3 x 3-periodic indicator vectors (:func:`galerkin`); neither assembles a matrix. Galerkin
+coarse operators and operator-dependent interpolation keep the V-cycle robust for the jumping
+coefficients of the piecewise-constant Darcy data, where averaged coarse coefficients fail and
+bilinear interpolation converges more slowly.
 
 The V-cycle (damped-Jacobi pre- and post-smoothing, a dense Cholesky solve on the coarsest grid)
 is symmetric positive definite for SPD ``A``, so it can precondition CG.
@@ -172,16 +174,36 @@ def probe_stencil(
     return stencil
 
 
-def stencil_of(
+Entries = dict[tuple[int, int], torch.Tensor]
+"""A stencil by offset: ``{(di, dj): (B, n0, n1)}`` for its non-zero offsets only (the
+coupling of node (i, j) to (i + di, j + dj)); an absent offset is zero."""
+
+
+def stencil_entries(stencil: torch.Tensor) -> Entries:
+    """The non-zero offsets of a (B, 3, 3, n0, n1) stencil (:class:`StencilOperator`
+    layout) as views: an offset that is zero for every node of every member is left out (the
+    four corners of a 5-point stencil), so the set-up spends nothing on it."""
+    return {
+        (di, dj): stencil[:, 1 + di, 1 + dj]
+        for di in (-1, 0, 1)
+        for dj in (-1, 0, 1)
+        if bool(stencil[:, 1 + di, 1 + dj].any())
+    }
+
+
+def entries_of(
     operator: Operator, batch: int, shape: tuple[int, int], like: torch.Tensor
-) -> torch.Tensor:
-    """The (B, 3, 3, n0, n1) stencil of ``operator``: its own (a ``stencil`` tensor, as of
-    :class:`StencilOperator`, or ``stencil()`` method, as of :class:`datagen.problems.darcy.physics.
-    DarcyOperator`) when it has one, else by :func:`probe_stencil`."""
-    own = getattr(operator, "stencil", None)
-    if own is None:
-        return probe_stencil(operator, batch, shape, like)
-    return own() if callable(own) else own
+) -> Entries:
+    """The stencil of ``operator`` by offset: its own ``stencil_entries()`` (e.g.
+    :class:`datagen.problems.darcy.physics.DarcyOperator`'s five), else from its ``stencil``
+    (a tensor, as of :class:`StencilOperator`, or a method), else by :func:`probe_stencil`."""
+    own = getattr(operator, "stencil_entries", None)
+    if own is not None:
+        return own()
+    stencil = getattr(operator, "stencil", None)
+    if stencil is None:
+        stencil = probe_stencil(operator, batch, shape, like)
+    return stencil_entries(stencil() if callable(stencil) else stencil)
 
 
 def galerkin(
@@ -207,21 +229,25 @@ def galerkin(
     return StencilOperator(probe_stencil(triple, batch, coarse, like))
 
 
-def footprint_planes(stencil: torch.Tensor, coarse: tuple[int, int]) -> torch.Tensor:
-    """The fine stencil (B, 3, 3, n0, n1) split by parity: (B, 3, 3, 2, 2, n_c0 + 1, n_c1 + 1),
-    fine node ``(2 I + r0, 2 J + r1)`` at ``[..., r0, r1, I, J]``; outside the grid the
+def footprint_planes(entries: Entries, coarse: tuple[int, int]) -> Entries:
+    """The fine stencil split by parity, per offset: ``{(di, dj): (B, 2, 2, n_c0 + 1, n_c1 +
+    1)}``, fine node ``(2 I + r0, 2 J + r1)`` at ``[..., r0, r1, I, J]``; outside the grid the
     identity row (no coupling). One copy, after which every footprint position of every coarse
     node (:func:`at_footprint`) is a view with unit inner stride, where strided slices of the
-    fine array would be read element by element."""
+    fine array would be read element by element. ``entries``: :func:`entries_of`."""
     nc0, nc1 = coarse
-    n0, n1 = stencil.shape[-2:]
-    planes = stencil.new_zeros(stencil.shape[:3] + (2, 2, nc0 + 1, nc1 + 1))
-    for r0 in (0, 1):
-        for r1 in (0, 1):
-            part = stencil[..., r0::2, r1::2]
-            planes[..., r0, r1, : part.shape[-2], : part.shape[-1]] = part
-            planes[:, 1, 1, r0, r1, (n0 - r0 + 1) // 2 :] = 1
-            planes[:, 1, 1, r0, r1, :, (n1 - r1 + 1) // 2 :] = 1
+    planes = {}
+    for offset, entry in entries.items():
+        n0, n1 = entry.shape[-2:]
+        plane = entry.new_empty((entry.shape[0], 2, 2, nc0 + 1, nc1 + 1))
+        for r0 in (0, 1):
+            for r1 in (0, 1):
+                m0, m1 = (n0 - r0 + 1) // 2, (n1 - r1 + 1) // 2  # fine nodes of this parity
+                plane[:, r0, r1, :m0, :m1] = entry[..., r0::2, r1::2]
+                outside = 1 if offset == (0, 0) else 0
+                plane[:, r0, r1, m0:] = outside
+                plane[:, r0, r1, :m0, m1:] = outside
+        planes[offset] = plane
     return planes
 
 
@@ -239,45 +265,33 @@ def _coarse_offsets(e: int) -> tuple[tuple[int, int], ...]:
     return tuple((d, e - 2 * d) for d in (-1, 0, 1) if abs(e - 2 * d) <= 1)
 
 
-def galerkin_stencil(
-    stencil: torch.Tensor, weights: torch.Tensor, planes: torch.Tensor | None = None
-) -> torch.Tensor:
+def galerkin_stencil(planes: Entries, weights: torch.Tensor) -> torch.Tensor:
     """The 9-point stencil (B, 3, 3, n_c0, n_c1) of ``P^T A P``, computed term by term.
 
-    ``stencil`` (B, 3, 3, n0, n1) is ``A`` (:class:`StencilOperator` layout); ``weights``
+    ``planes`` is ``A`` split by parity (:func:`footprint_planes`); ``weights``
     (B, 3, 3, n_c0, n_c1) is ``P`` for interior coarsening (:class:`OperatorInterpolation`
     layout: coarse ``I`` puts ``weights[1 + a, I]`` on fine ``2 I + 1 + a``). Entry ``(I, I + D)``
     sums ``P[p, I] A[p, p + d] P[p + d, I + D]`` over the fine nodes ``p = 2 I + 1 + a`` of
     ``I``'s footprint and the offsets ``d`` with ``a + d = 2 D + b`` inside ``I + D``'s
     footprint (13 ``(a, d, b)`` per axis): one product ``P A`` per ``(a, d)`` at the coarse
-    resolution and one multiply-add per term, skipping offsets where ``A`` is zero (the 5-point
-    fine level). Equal to :func:`galerkin`'s probing up to rounding (tests), at a third to a
-    fifth of its operations. ``planes``: :func:`footprint_planes` of ``stencil`` when the
-    caller has them already.
+    resolution and one multiply-add per term, over the offsets ``d`` that ``A`` has (five on
+    the 5-point fine level). Equal to :func:`galerkin`'s probing up to rounding (tests), at a
+    third to a fifth of its operations.
     """
-    batch, (nc0, nc1) = stencil.shape[0], weights.shape[-2:]
-    if planes is None:
-        planes = footprint_planes(stencil, (nc0, nc1))
-    used = [
-        [bool(torch.linalg.vector_norm(stencil[:, i, j], 1)) for j in range(3)] for i in range(3)
-    ]
-    out = stencil.new_zeros((batch, 3, 3, nc0, nc1))
+    batch, (nc0, nc1) = weights.shape[0], weights.shape[-2:]
+    out = weights.new_zeros((batch, 3, 3, nc0, nc1))
     for a0 in (-1, 0, 1):
         for a1 in (-1, 0, 1):
-            fine = at_footprint(planes, 1 + a0, 1 + a1)
-            for d0 in (-1, 0, 1):
-                for d1 in (-1, 0, 1):
-                    if not used[1 + d0][1 + d1]:
-                        continue
-                    left = weights[:, 1 + a0, 1 + a1] * fine[:, 1 + d0, 1 + d1]
-                    for c0, b0 in _coarse_offsets(a0 + d0):
-                        for c1, b1 in _coarse_offsets(a1 + d1):
-                            i0, i1 = max(0, -c0), nc0 - max(0, c0)
-                            j0, j1 = max(0, -c1), nc1 - max(0, c1)
-                            out[:, 1 + c0, 1 + c1, i0:i1, j0:j1].addcmul_(
-                                left[:, i0:i1, j0:j1],
-                                weights[:, 1 + b0, 1 + b1, i0 + c0 : i1 + c0, j0 + c1 : j1 + c1],
-                            )
+            for (d0, d1), plane in planes.items():
+                left = weights[:, 1 + a0, 1 + a1] * at_footprint(plane, 1 + a0, 1 + a1)
+                for c0, b0 in _coarse_offsets(a0 + d0):
+                    for c1, b1 in _coarse_offsets(a1 + d1):
+                        i0, i1 = max(0, -c0), nc0 - max(0, c0)
+                        j0, j1 = max(0, -c1), nc1 - max(0, c1)
+                        out[:, 1 + c0, 1 + c1, i0:i1, j0:j1].addcmul_(
+                            left[:, i0:i1, j0:j1],
+                            weights[:, 1 + b0, 1 + b1, i0 + c0 : i1 + c0, j0 + c1 : j1 + c1],
+                        )
     return out
 
 
@@ -319,45 +333,52 @@ class OperatorInterpolation:
     fine_shape: tuple[int, int]
 
     @classmethod
-    def from_stencil(
-        cls, stencil: torch.Tensor, planes: torch.Tensor | None = None
-    ) -> OperatorInterpolation:
-        """Weights from the fine operator's stencil (B, 3, 3, n0, n1) (:func:`probe_stencil`);
-        ``planes``: its :func:`footprint_planes` when the caller has them already."""
-        batch, n0, n1 = stencil.shape[0], stencil.shape[-2], stencil.shape[-1]
-        nc0, nc1 = n0 // 2, n1 // 2
-        s = footprint_planes(stencil, (nc0, nc1)) if planes is None else planes
-        at = at_footprint
-        toward_minus0, toward_plus0 = s[:, 0].sum(1), s[:, 2].sum(1)
-        across0 = s[:, 1].sum(1)  # collapsed across axis 1: the 1-D row along axis 0
-        toward_minus1, toward_plus1 = s[:, :, 0].sum(1), s[:, :, 2].sum(1)
-        across1 = s[:, :, 1].sum(1)
-        w = s.new_zeros((batch, 3, 3, nc0, nc1))
+    def from_stencil(cls, stencil: torch.Tensor) -> OperatorInterpolation:
+        """Weights from the fine operator's stencil (B, 3, 3, n0, n1) (:func:`probe_stencil`)."""
+        n0, n1 = stencil.shape[-2:]
+        planes = footprint_planes(stencil_entries(stencil), (n0 // 2, n1 // 2))
+        return cls.from_planes(planes, (n0, n1))
+
+    @classmethod
+    def from_planes(cls, planes: Entries, fine_shape: tuple[int, int]) -> OperatorInterpolation:
+        """Weights from the fine operator split by parity (:func:`footprint_planes`), on a fine
+        grid of ``fine_shape``. Every sum runs over the offsets the operator has, at the one
+        parity of the fine nodes that need it."""
+        centre = planes[(0, 0)]
+        batch, nc0, nc1 = centre.shape[0], centre.shape[-2] - 1, centre.shape[-1] - 1
+
+        def summed(a: int, b: int, terms) -> torch.Tensor:
+            """``sum A[offset] * factor`` at footprint position (a, b) over the ``(offset,
+            factor)`` terms whose offset is present (factor None: 1)."""
+            out = None
+            for offset, factor in terms:
+                if offset in planes:
+                    entry = at_footprint(planes[offset], a, b)
+                    term = entry if factor is None else entry * factor
+                    out = term if out is None else out + term
+            return torch.zeros_like(at_footprint(centre, a, b)) if out is None else out
+
+        def line(axis: int, side: int) -> list:
+            """The offsets on ``side`` along ``axis`` (collapsed across the other axis)."""
+            return [((side, d) if axis == 0 else (d, side), None) for d in (-1, 0, 1)]
+
+        w = centre.new_empty((batch, 3, 3, nc0, nc1))
         w[:, 1, 1] = 1
-        w[:, 0, 1] = _edge_weight(
-            at(toward_plus0, 0, 1), at(toward_minus0, 0, 1), at(across0, 0, 1)
-        )
-        w[:, 2, 1] = _edge_weight(
-            at(toward_minus0, 2, 1), at(toward_plus0, 2, 1), at(across0, 2, 1)
-        )
-        w[:, 1, 0] = _edge_weight(
-            at(toward_plus1, 1, 0), at(toward_minus1, 1, 0), at(across1, 1, 0)
-        )
-        w[:, 1, 2] = _edge_weight(
-            at(toward_minus1, 1, 2), at(toward_plus1, 1, 2), at(across1, 1, 2)
-        )
+        for a, b, axis in ((0, 1, 0), (2, 1, 0), (1, 0, 1), (1, 2, 1)):
+            side = 1 - (a, b)[axis]  # toward the coarse node of this fine node's footprint
+            w[:, a, b] = _edge_weight(
+                summed(a, b, line(axis, side)),
+                summed(a, b, line(axis, -side)),
+                summed(a, b, line(axis, 0)),
+            )
         for a in (0, 2):
             for b in (0, 2):
                 # Fine node (2I + a, 2J + b) sees coarse (I, J) at offset (1 - a, 1 - b), and
                 # the edge nodes (2I + 1, 2J + b), (2I + a, 2J + 1) at (1 - a, 0), (0, 1 - b).
-                da, db = 2 - a, 2 - b  # stencil positions of those offsets
-                coupled = (
-                    at(s[:, da, db], a, b)
-                    + at(s[:, da, 1], a, b) * w[:, 1, b]
-                    + at(s[:, 1, db], a, b) * w[:, a, 1]
-                )
-                w[:, a, b] = -coupled / at(s[:, 1, 1], a, b)
-        return cls(w, (n0, n1))
+                da, db = 1 - a, 1 - b
+                terms = (((da, db), None), ((da, 0), w[:, 1, b]), ((0, db), w[:, a, 1]))
+                w[:, a, b] = -summed(a, b, terms) / at_footprint(centre, a, b)
+        return cls(w, fine_shape)
 
     def prolong(self, coarse: torch.Tensor, fine_shape: tuple[int, int]) -> torch.Tensor:
         """(B, n_c0, n_c1) -> (B, n0, n1): nine in-place multiply-adds on strided views."""
@@ -510,9 +531,9 @@ class Multigrid:
             last = min(shape) <= coarsest or (coarsening == "vertex" and not odd)
             weights, transfers = None, None
             if not last and interpolation == "operator":
-                stencil = stencil_of(operator, batch, shape, like)
-                planes = footprint_planes(stencil, coarse_shape(shape, coarsening))
-                weights = OperatorInterpolation.from_stencil(stencil, planes)
+                entries = entries_of(operator, batch, shape, like)
+                planes = footprint_planes(entries, coarse_shape(shape, coarsening))
+                weights = OperatorInterpolation.from_planes(planes, shape)
                 transfers = (weights.prolong, weights.restrict)
             cycle_weights = weights.to(self.dtype) if weights is not None else None
             inverse = 1.0 / low.diagonal()
@@ -520,7 +541,7 @@ class Multigrid:
             if last:
                 break
             if weights is not None:
-                operator = StencilOperator(galerkin_stencil(stencil, weights.weights, planes))
+                operator = StencilOperator(galerkin_stencil(planes, weights.weights))
             else:
                 operator = galerkin(operator, batch, shape, like, coarsening, transfers)
             shape = coarse_shape(shape, coarsening)

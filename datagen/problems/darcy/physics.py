@@ -115,23 +115,41 @@ class DarcyOperator:
         return DarcyOperator(self.ax[index], self.ay[index], self.h)
 
     def to(self, dtype: torch.dtype) -> DarcyOperator:
-        """The same operator with coefficients in ``dtype``."""
-        return DarcyOperator(self.ax.to(dtype), self.ay.to(dtype), self.h)
+        """The same operator with coefficients in ``dtype`` (itself if already): the kept
+        diagonal and couplings are converted, not recomputed."""
+        if dtype == self._diag.dtype:
+            return self
+        new = object.__new__(DarcyOperator)
+        new.ax, new.ay, new.h = self.ax.to(dtype), self.ay.to(dtype), self.h
+        new._diag, new._wx, new._wy = (t.to(dtype) for t in (self._diag, self._wx, self._wy))
+        return new
 
     def diagonal(self) -> torch.Tensor:
         """The diagonal of ``A``: (B, s-2, s-2)."""
         return self._diag
 
+    def stencil_entries(self) -> dict[tuple[int, int], torch.Tensor]:
+        """``A``'s five non-zero offsets ``{(di, dj): (B, s-2, s-2)}`` (the layout of
+        :func:`datagen.linalg.multigrid.stencil_entries`; zero where the neighbour is a boundary
+        node): what the multigrid set-up reads, without the four zero corners of :meth:`stencil`."""
+        entries = {(0, 0): self._diag}
+        for axis, coupling in ((-2, self._wx), (-1, self._wy)):
+            for side in (-1, 1):
+                entry = self._diag.new_empty(self._diag.shape)
+                inside = slice(1, None) if side == -1 else slice(None, -1)  # neighbour inside
+                edge = 0 if side == -1 else -1
+                index = (..., inside, slice(None)) if axis == -2 else (..., inside)
+                torch.neg(coupling, out=entry[index])
+                entry.select(axis, edge).zero_()
+                entries[(side, 0) if axis == -2 else (0, side)] = entry
+        return entries
+
     def stencil(self) -> torch.Tensor:
         """``A`` as a 5-point stencil (B, 3, 3, s-2, s-2) in the layout of
         :class:`datagen.linalg.multigrid.StencilOperator` (no coupling to the boundary nodes)."""
-        ax, ay = self.ax / self.h**2, self.ay / self.h**2
-        out = ax.new_zeros((ax.shape[0], 3, 3, ay.shape[-2], ax.shape[-1]))
-        out[:, 1, 1] = self.diagonal()
-        out[:, 0, 1, 1:] = -ax[:, 1:-1]  # node i couples to i - 1 through face i
-        out[:, 2, 1, :-1] = -ax[:, 1:-1]  # and to i + 1 through face i + 1
-        out[:, 1, 0, :, 1:] = -ay[:, :, 1:-1]
-        out[:, 1, 2, :, :-1] = -ay[:, :, 1:-1]
+        out = self._diag.new_zeros(self._diag.shape[:1] + (3, 3) + self._diag.shape[1:])
+        for (di, dj), entry in self.stencil_entries().items():
+            out[:, 1 + di, 1 + dj] = entry
         return out
 
 

@@ -12,11 +12,13 @@ from datagen.linalg.multigrid import (
     StencilOperator,
     convergence_factor,
     dense_matrix,
+    footprint_planes,
     galerkin,
     galerkin_stencil,
     probe_stencil,
     prolong,
     restrict,
+    stencil_entries,
 )
 from datagen.problems.darcy.physics import DarcyOperator, assemble
 
@@ -92,9 +94,12 @@ def test_direct_galerkin_equals_the_assembled_product_and_probing(s):
     a = coefficients(2, s, family)
     n = s - 2
     op = DarcyOperator.from_coefficient(a)
-    fine = op.stencil()
-    interp = OperatorInterpolation.from_stencil(fine)
-    coarse = galerkin_stencil(fine, interp.weights)
+    planes = footprint_planes(op.stencil_entries(), (n // 2, n // 2))
+    interp = OperatorInterpolation.from_planes(planes, (n, n))
+    torch.testing.assert_close(
+        interp.weights, OperatorInterpolation.from_stencil(op.stencil()).weights
+    )
+    coarse = galerkin_stencil(planes, interp.weights)
     probed = galerkin(op, 2, (n, n), a, transfers=(interp.prolong, interp.restrict)).stencil
     torch.testing.assert_close(coarse, probed, rtol=1e-12, atol=1e-12 * float(probed.abs().max()))
     for k in range(2):
@@ -106,7 +111,8 @@ def test_direct_galerkin_equals_the_assembled_product_and_probing(s):
     # one level down: a 9-point A
     nc = n // 2
     interp2 = OperatorInterpolation.from_stencil(coarse)
-    coarser = galerkin_stencil(coarse, interp2.weights)
+    planes2 = footprint_planes(stencil_entries(coarse), (nc // 2, nc // 2))
+    coarser = galerkin_stencil(planes2, interp2.weights)
     probed2 = galerkin(
         StencilOperator(coarse), 2, (nc, nc), a, transfers=(interp2.prolong, interp2.restrict)
     ).stencil
@@ -181,6 +187,15 @@ def test_darcy_stencil_equals_probing():
     op = DarcyOperator.from_coefficient(a)
     probed = probe_stencil(op, 2, (16, 16), a)
     torch.testing.assert_close(op.stencil(), probed, rtol=1e-13, atol=1e-9)
+    # its five offsets, the set-up's input, are the probed stencil's non-zero ones
+    entries = op.stencil_entries()
+    assert (
+        sorted(entries)
+        == sorted(stencil_entries(probed))
+        == [(-1, 0), (0, -1), (0, 0), (0, 1), (1, 0)]
+    )
+    for (di, dj), entry in entries.items():
+        torch.testing.assert_close(entry, probed[:, 1 + di, 1 + dj], rtol=1e-13, atol=1e-9)
 
 
 def vcycle_factor(s: int, interpolation: str, family: str = "piecewise") -> torch.Tensor:
