@@ -161,7 +161,8 @@ def pcg(
     if D is not None:
         x, r = D.start(x, r)
     z = M(r) if M is not None else r
-    p = D.project(z) if D is not None else z
+    # ``p`` gets its own storage: the updates below work in place on ``x`` and ``r``.
+    p = D.project(z) if D is not None else z.clone()
     rz = _dot(r, z)
     its = torch.zeros(batch, dtype=torch.int64, device=rhs.device)
     store = ritz > 0 and directions > 0
@@ -221,12 +222,12 @@ def pcg(
             saved_ap[rows, slot] = Ap.flatten(1)
             for local in torch.nonzero(slot == directions - 1).flatten().tolist():
                 running[local] = _refresh(running[local], saved_p[local], saved_ap[local], ritz)
-        alpha = rz / _dot(p, Ap)
-        x = x + _expand(alpha, x) * p
-        r = r - _expand(alpha, r) * Ap
+        alpha = _expand(rz / _dot(p, Ap), x)
+        x.addcmul_(alpha, p)  # in place: one pass, no temporaries (x, r are this loop's own)
+        r.addcmul_(alpha, Ap, value=-1)
         z = M(r) if M is not None else r
         rz_new = _dot(r, z)
-        p = (D.project(z) if D is not None else z) + _expand(rz_new / rz, p) * p
+        p = torch.addcmul(D.project(z) if D is not None else z, _expand(rz_new / rz, p), p)
         rz = rz_new
         its = its + 1
     recycled = None

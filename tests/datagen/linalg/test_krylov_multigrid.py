@@ -267,6 +267,26 @@ def test_warm_start_and_iteration_cap():
     assert zero.iterations.tolist() == [0, 0] and float(zero.x.abs().max()) == 0.0
 
 
+def test_in_place_updates_leave_the_callers_tensors_alone_and_match_scipy():
+    """CG updates ``x`` and ``r`` in place: unpreconditioned (where ``z`` is ``r``) and from a
+    warm start it still equals SciPy's direct solve, and the start and right-hand side are
+    untouched."""
+    a = coefficients(2, 19)
+    op = DarcyOperator.from_coefficient(a)
+    b = torch.rand(2, 17, 17, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    start = 0.5 * torch.ones_like(b)
+    kept_b, kept_start = b.clone(), start.clone()
+    for x0 in (None, start):
+        got = pcg(op, b, x0=x0, tol=1e-12, maxiter=2000)
+        # the same iterations as with an identity preconditioner that returns a new tensor
+        identity = pcg(op, b, x0=x0, preconditioner=Jacobi(torch.ones_like(b)), tol=1e-12)
+        assert bool(got.converged.all()) and torch.equal(got.iterations, identity.iterations)
+        for k in range(2):
+            expected = spla.spsolve(assemble(a[k].numpy()).tocsc(), b[k].numpy().ravel())
+            np.testing.assert_allclose(got.x[k].numpy().ravel(), expected, rtol=1e-9)
+    assert torch.equal(b, kept_b) and torch.equal(start, kept_start)
+
+
 def test_float32_vcycle_preconditions_float64_cg():
     a = coefficients(4, 129)
     op = DarcyOperator.from_coefficient(a)
