@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import torch
 
+from datagen.linalg import fused
+
 Operator = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -43,13 +45,23 @@ class StencilOperator:
     stencil: torch.Tensor
 
     def __call__(self, u: torch.Tensor) -> torch.Tensor:
-        """``A u`` for ``u`` (B, n0, n1): the centre product, then one in-place multiply-add
-        per offset on the views of nodes whose neighbour is inside (no padded copy)."""
-        return self._add_neighbours(self.stencil[:, 1, 1] * u, u, 1)
+        """``A u`` for ``u`` (B, n0, n1): one fused pass on a CPU (:mod:`datagen.linalg.fused`),
+        else the centre product and one in-place multiply-add per offset on the views of nodes
+        whose neighbour is inside (no padded copy)."""
+        out = fused.stencil9(fused.APPLY, u, None, None, self.stencil)
+        return out if out is not None else self._add_neighbours(self.stencil[:, 1, 1] * u, u, 1)
 
     def residual(self, f: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """``f - A u`` (B, n0, n1) in the passes of one application (no separate subtraction)."""
+        out = fused.stencil9(fused.RESIDUAL, u, f, None, self.stencil)
+        if out is not None:
+            return out
         return self._add_neighbours(torch.addcmul(f, self.stencil[:, 1, 1], u, value=-1), u, -1)
+
+    def sweep(self, f: torch.Tensor, u: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """One damped-Jacobi sweep ``u + weight (f - A u)``: a new (B, n0, n1) tensor."""
+        out = fused.stencil9(fused.SWEEP, u, f, weight, self.stencil)
+        return out if out is not None else torch.addcmul(u, weight, self.residual(f, u))
 
     def _add_neighbours(self, out: torch.Tensor, u: torch.Tensor, sign: int) -> torch.Tensor:
         """``out += sign * (off-centre part of A) u`` in place; returns ``out``."""
@@ -450,13 +462,20 @@ def residual(operator, f: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return own(f, u) if own is not None else f - operator(u)
 
 
+def sweep(operator, weight: torch.Tensor, f: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """One damped-Jacobi sweep ``x + weight (f - A x)``: the operator's own fused ``sweep``
+    when it has one, else through :func:`residual`."""
+    own = getattr(operator, "sweep", None)
+    return own(f, x, weight) if own is not None else x.addcmul_(weight, residual(operator, f, x))
+
+
 def descend(operator, weight, restrict_, f: torch.Tensor, smoothing: int):
     """The way down one level of a V-cycle from a zero guess: damped-Jacobi pre-smoothing
     ``x <- x + weight (f - A x)`` (the first sweep is ``weight f``), then the restricted
     residual. Returns ``(x, R (f - A x))``: (B, n0, n1) and (B, n_c0, n_c1)."""
     x = weight * f
     for _ in range(smoothing - 1):
-        x.addcmul_(weight, residual(operator, f, x))
+        x = sweep(operator, weight, f, x)
     return x, restrict_(residual(operator, f, x))
 
 
@@ -465,7 +484,7 @@ def ascend(operator, weight, add_prolonged, f, x, coarse, smoothing: int) -> tor
     ``smoothing`` post-smoothing sweeps: (B, n0, n1)."""
     x = add_prolonged(x, coarse)
     for _ in range(smoothing):
-        x.addcmul_(weight, residual(operator, f, x))
+        x = sweep(operator, weight, f, x)
     return x
 
 

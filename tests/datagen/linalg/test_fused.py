@@ -1,0 +1,159 @@
+"""The fused CPU stencil kernels against the eager torch expressions they replace."""
+
+import subprocess
+
+import pytest
+import torch
+
+from datagen.linalg import fused
+from datagen.linalg.multigrid import Multigrid, StencilOperator
+from datagen.problems.darcy.physics import DarcyOperator
+
+needs_kernels = pytest.mark.skipif(
+    fused.library() is None, reason="no C compiler here: the fused kernels fall back to torch"
+)
+TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5}
+
+
+def eager_modes(apply, u, f, w):
+    """A u, f - A u and u + w (f - A u) from the operator's eager application."""
+    au = apply(u)
+    return au, f - au, u + w * (f - au)
+
+
+def relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def inputs(batch, n0, n1, dtype, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, n0, n1, generator=gen, dtype=torch.float64).to(dtype) for _ in "ufw"]
+
+
+def eager_darcy(op):
+    return lambda u: op._add_neighbours(op.diagonal() * u, u, -1)
+
+
+def eager_nine(op):
+    return lambda u: op._add_neighbours(op.stencil[:, 1, 1] * u, u, 1)
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape", [(2, 9, 12), (1, 1, 6), (3, 7, 1), (2, 16, 15)])
+def test_darcy_kernel_equals_the_eager_passes(dtype, shape):
+    batch, n0, n1 = shape
+    gen = torch.Generator().manual_seed(1)
+    a = torch.rand(batch, n0 + 2, n1 + 2, generator=gen, dtype=torch.float64) + 0.5
+    op = DarcyOperator.from_coefficient(a).to(dtype)
+    u, f, w = inputs(batch, n0, n1, dtype)
+    expected = eager_modes(eager_darcy(op), u, f, w)
+    got = (op(u), op.residual(f, u), op.sweep(f, u, w))
+    for mode, (g, e) in enumerate(zip(got, expected, strict=True)):
+        assert fused.darcy5(mode, u, f, w, op._diag, op._wx, op._wy) is not None
+        assert relative(g, e) < TOLERANCE[dtype], mode
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape", [(2, 9, 12), (1, 1, 6), (3, 7, 1), (2, 16, 15)])
+def test_nine_point_kernel_equals_the_padded_sum(dtype, shape):
+    batch, n0, n1 = shape
+    gen = torch.Generator().manual_seed(2)
+    stencil = torch.randn(batch, 3, 3, n0, n1, generator=gen, dtype=torch.float64).to(dtype)
+    u, f, w = inputs(batch, n0, n1, dtype, seed=3)
+
+    def padded_sum(v):
+        p = torch.nn.functional.pad(v, (1, 1, 1, 1))
+        return sum(
+            stencil[:, i, j] * p[:, i : i + n0, j : j + n1] for i in range(3) for j in range(3)
+        )
+
+    op = StencilOperator(stencil)
+    expected = eager_modes(padded_sum, u, f, w)
+    got = (op(u), op.residual(f, u), op.sweep(f, u, w))
+    for mode, (g, e) in enumerate(zip(got, expected, strict=True)):
+        assert fused.stencil9(mode, u, f, w, stencil) is not None
+        assert relative(g, e) < TOLERANCE[dtype], mode
+
+
+@needs_kernels
+def test_rows_split_over_threads_give_the_same_bits():
+    """Above the size where the rows are split over torch's threads, one and two threads give
+    identical results (every row is computed the same way by whichever thread owns it)."""
+    u, f, w = inputs(3, 129, 130, torch.float32, seed=4)
+    stencil = torch.randn(3, 3, 3, 129, 130, generator=torch.Generator().manual_seed(5))
+    saved = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            results.append(fused.stencil9(fused.SWEEP, u, f, w, stencil))
+    finally:
+        torch.set_num_threads(saved)
+    assert torch.equal(*results)
+
+
+@needs_kernels
+def test_what_the_kernels_do_not_take_falls_back_to_torch():
+    """Strided, broadcast, mismatched or complex input: None from the kernels (the caller's
+    eager path then runs), and the operator's answer is still right."""
+    a = torch.rand(2, 10, 10, dtype=torch.float64) + 0.5
+    op = DarcyOperator.from_coefficient(a)
+    u = torch.randn(2, 8, 8, dtype=torch.float64)
+    strided = u.mT
+    assert fused.darcy5(fused.APPLY, strided, None, None, op._diag, op._wx, op._wy) is None
+    torch.testing.assert_close(op(strided), eager_darcy(op)(strided), rtol=1e-12, atol=0)
+    broadcast = u[:1].expand(2, 8, 8)
+    assert fused.darcy5(fused.APPLY, broadcast, None, None, op._diag, op._wx, op._wy) is None
+    assert (
+        fused.darcy5(fused.APPLY, u[:1].contiguous(), None, None, op._diag, op._wx, op._wy) is None
+    )
+    assert fused.darcy5(fused.APPLY, u.float(), None, None, op._diag, op._wx, op._wy) is None
+    stencil = torch.randn(2, 3, 3, 8, 8, dtype=torch.complex128)
+    assert fused.stencil9(fused.APPLY, u.to(torch.complex128), None, None, stencil) is None
+
+
+@needs_kernels
+@pytest.mark.parametrize("n", [31, 32])
+def test_vcycle_with_the_kernels_equals_the_eager_cycle(n, monkeypatch):
+    gen = torch.Generator().manual_seed(6)
+    a = torch.exp(torch.randn(3, n + 2, n + 2, generator=gen, dtype=torch.float64))
+    r = torch.randn(3, n, n, generator=gen, dtype=torch.float64)
+    op = DarcyOperator.from_coefficient(a)
+    fast = Multigrid(op, (n, n), 3, r, coarsest=3)(r)
+    monkeypatch.setattr(fused, "library", lambda: None)
+    eager = Multigrid(op, (n, n), 3, r, coarsest=3)(r)
+    assert relative(fast, eager) < 1e-12
+
+
+def test_build_is_cached_and_atomic(tmp_path, monkeypatch):
+    """A second build finds the first's file; a compiler that fails leaves nothing behind."""
+    if fused.library() is None:
+        pytest.skip("no C compiler here")
+    first = fused.build(directory=tmp_path)
+    stamp = first.stat().st_mtime_ns
+    assert fused.build(directory=tmp_path) == first and first.stat().st_mtime_ns == stamp
+    broken = tmp_path / "broken.c"
+    broken.write_text("this is not C\n")
+    with pytest.raises(subprocess.CalledProcessError):
+        fused.build(broken, tmp_path / "other")
+    assert list((tmp_path / "other").iterdir()) == []
+
+
+def test_no_kernels_when_switched_off_or_without_a_compiler(tmp_path, monkeypatch):
+    fused.library.cache_clear()
+    try:
+        monkeypatch.setenv("OPSOLVE_FUSED", "0")
+        assert fused.library() is None
+        fused.library.cache_clear()
+        monkeypatch.delenv("OPSOLVE_FUSED")
+        monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+        assert fused.library() is None
+        a = torch.rand(1, 6, 6, dtype=torch.float64) + 0.5
+        op = DarcyOperator.from_coefficient(a)
+        u = torch.randn(1, 4, 4, dtype=torch.float64)
+        torch.testing.assert_close(op(u), eager_darcy(op)(u), rtol=0, atol=0)
+    finally:
+        fused.library.cache_clear()
