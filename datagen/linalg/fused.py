@@ -82,6 +82,9 @@ def library() -> ctypes.CDLL | None:
         common = [ctypes.c_long] * 3 + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 3
         getattr(lib, f"darcy5_{suffix}").argtypes = common + [ctypes.c_void_p] * 4
         getattr(lib, f"stencil9_{suffix}").argtypes = common + [ctypes.c_void_p] * 2
+        transfer = [ctypes.c_long] * 5 + [ctypes.c_int] + [ctypes.c_void_p] * 3
+        getattr(lib, f"restrict9_{suffix}").argtypes = transfer
+        getattr(lib, f"prolong_add9_{suffix}").argtypes = transfer
     return lib
 
 
@@ -152,3 +155,54 @@ def stencil9(
         return None
     kernel = getattr(lib, f"stencil9_{_SUFFIX[x.dtype]}")
     return _run(kernel, x, mode, f, w, stencil)
+
+
+def _transfer_usable(fine: torch.Tensor, coarse: torch.Tensor, weights: torch.Tensor) -> bool:
+    batch, nc0, nc1 = coarse.shape
+    return (
+        fine.ndim == 3
+        and _usable(fine, coarse, weights)
+        and fine.shape[0] == batch
+        and weights.shape == (batch, 3, 3, nc0, nc1)
+        and fine.shape[1] // 2 == nc0
+        and fine.shape[2] // 2 == nc1
+    )
+
+
+def restrict(fine: torch.Tensor, weights: torch.Tensor) -> torch.Tensor | None:
+    """``P^T fine`` for operator-dependent interpolation ``weights`` (B, 3, 3, n_c0, n_c1)
+    (:class:`datagen.linalg.multigrid.OperatorInterpolation`): (B, n0, n1) -> (B, n_c0, n_c1)
+    in one pass; None where the kernels cannot run."""
+    lib = library()
+    if lib is None or fine.ndim != 3 or weights.ndim != 5 or fine.dtype not in _SUFFIX:
+        return None
+    out = fine.new_empty((fine.shape[0], *weights.shape[-2:]))
+    if not _transfer_usable(fine, out, weights):
+        return None
+    kernel = getattr(lib, f"restrict9_{_SUFFIX[fine.dtype]}")
+    _transfer(kernel, fine, out, weights, fine, out)
+    return out
+
+
+def add_prolonged(fine: torch.Tensor, coarse: torch.Tensor, weights: torch.Tensor):
+    """``fine += P coarse`` in place (shapes as :func:`restrict`) in one pass; returns ``fine``,
+    or None (``fine`` untouched) where the kernels cannot run."""
+    lib = library()
+    if lib is None or coarse.ndim != 3 or not _transfer_usable(fine, coarse, weights):
+        return None
+    kernel = getattr(lib, f"prolong_add9_{_SUFFIX[fine.dtype]}")
+    _transfer(kernel, fine, coarse, weights, coarse, fine)
+    return fine
+
+
+def _transfer(kernel, fine, coarse, weights, source, target) -> None:
+    batch, n0, n1 = fine.shape
+    threads = torch.get_num_threads() if fine.numel() >= _SMALL else 1
+    kernel(
+        batch,
+        n0,
+        n1,
+        *coarse.shape[1:],
+        threads,
+        *(t.data_ptr() for t in (source, weights, target)),
+    )

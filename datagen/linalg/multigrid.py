@@ -405,6 +405,8 @@ class OperatorInterpolation:
     def add_prolonged(self, fine: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
         """``fine += P coarse`` in place, ``fine`` (B, n0, n1): :meth:`prolong` without its
         zero-filled buffer and the extra pass of adding it. Returns ``fine``."""
+        if fused.add_prolonged(fine, coarse, self.weights) is not None:
+            return fine
         n0, n1 = fine.shape[-2:]
         for a in range(3):
             m0 = min(coarse.shape[-2], (n0 - a + 1) // 2)  # coarse rows whose node 2I + a is inside
@@ -417,6 +419,9 @@ class OperatorInterpolation:
     def restrict(self, fine: torch.Tensor) -> torch.Tensor:
         """The transpose of :meth:`prolong`: (B, n0, n1) -> (B, n_c0, n_c1). The fine field
         is padded only when a side is even (its last coarse node's footprint leaves the grid)."""
+        out = fused.restrict(fine, self.weights)
+        if out is not None:
+            return out
         nc0, nc1 = self.weights.shape[-2:]
         n0, n1 = fine.shape[-2:]
         padded = fine

@@ -1,11 +1,12 @@
 /* Fused CPU kernels for the 2-D stencil operators of datagen.linalg (loaded by fused.py).
  *
- * Each kernel treats the `rows` rows of a batch of n0 x n1 grids stored contiguously (row r is
- * grid r / n0, grid row r % n0), split over `threads` OpenMP threads (torch's own OpenMP runtime
- * once torch is loaded: the library shares its soname), and makes one pass over its operands,
- * where eager torch makes one pass per multiply-add. mode 0: out = A x; mode 1: out = f - A x; mode 2: out = x + w (f - A x),
- * one damped-Jacobi sweep. Values outside the grid are zero (Dirichlet). The file is compiled
- * once for float and once for double (it includes itself with REAL and SUFFIX defined).
+ * Each kernel treats a batch of grids stored contiguously row by row (row r of an n0 x n1 batch
+ * is grid r / n0, grid row r % n0), split over `threads` OpenMP threads (torch's own OpenMP
+ * runtime once torch is loaded: the library shares its soname), and makes one pass over its
+ * operands, where eager torch makes one pass per multiply-add. The stencil kernels' modes:
+ * 0: out = A x; 1: out = f - A x; 2: out = x + w (f - A x), one damped-Jacobi sweep. Values
+ * outside the grid are zero (Dirichlet). The file is compiled once for float and once for
+ * double (it includes itself with REAL and SUFFIX defined).
  */
 #ifndef REAL
 
@@ -85,6 +86,50 @@ void SUFFIX(stencil9)(long rows, long n0, long n1, int mode, int threads, const 
             }
         }
         SUFFIX(finish)(n1, mode, xr, f + r * n1, w + r * n1, o);
+    }
+}
+
+/* The transpose of operator-dependent prolongation (datagen.linalg.multigrid.
+ * OperatorInterpolation.restrict): out[b, I, J] = sum_{a, c} w[b, a, c, I, J] fine[b, 2I + a, 2J + c]
+ * over the fine nodes inside the n0 x n1 grid; w (B, 3, 3, nc0, nc1), out (B, nc0, nc1). */
+void SUFFIX(restrict9)(long batch, long n0, long n1, long nc0, long nc1, int threads,
+                       const REAL *fine, const REAL *w, REAL *out) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long r = 0; r < batch * nc0; r++) {
+        long b = r / nc0, I = r % nc0;
+        REAL *o = out + r * nc1;
+        for (long J = 0; J < nc1; J++) o[J] = 0;
+        for (int a = 0; a < 3; a++) {
+            if (2 * I + a >= n0) continue;
+            const REAL *f = fine + (b * n0 + 2 * I + a) * n1;
+            for (int c = 0; c < 3; c++) {
+                const REAL *wr = w + ((b * 9 + a * 3 + c) * nc0 + I) * nc1;
+                long m = (n1 - c + 1) / 2 < nc1 ? (n1 - c + 1) / 2 : nc1;
+                for (long J = 0; J < m; J++) o[J] += wr[J] * f[2 * J + c];
+            }
+        }
+    }
+}
+
+/* fine += P coarse for operator-dependent prolongation (OperatorInterpolation.add_prolonged):
+ * fine[b, 2I + a, 2J + c] += w[b, a, c, I, J] coarse[b, I, J] inside the grid, by fine rows, so
+ * that no two threads write one row. */
+void SUFFIX(prolong_add9)(long batch, long n0, long n1, long nc0, long nc1, int threads,
+                          const REAL *coarse, const REAL *w, REAL *fine) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long r = 0; r < batch * n0; r++) {
+        long b = r / n0, i = r % n0;
+        REAL *f = fine + r * n1;
+        for (int a = 0; a < 3; a++) {
+            long I = (i - a) / 2;
+            if (i < a || (i - a) % 2 || I >= nc0) continue;
+            const REAL *cr = coarse + (b * nc0 + I) * nc1;
+            for (int c = 0; c < 3; c++) {
+                const REAL *wr = w + ((b * 9 + a * 3 + c) * nc0 + I) * nc1;
+                long m = (n1 - c + 1) / 2 < nc1 ? (n1 - c + 1) / 2 : nc1;
+                for (long J = 0; J < m; J++) f[2 * J + c] += wr[J] * cr[J];
+            }
+        }
     }
 }
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from datagen.linalg import fused
-from datagen.linalg.multigrid import Multigrid, StencilOperator
+from datagen.linalg.multigrid import Multigrid, OperatorInterpolation, StencilOperator
 from datagen.problems.darcy.physics import DarcyOperator
 
 needs_kernels = pytest.mark.skipif(
@@ -75,6 +75,27 @@ def test_nine_point_kernel_equals_the_padded_sum(dtype, shape):
     for mode, (g, e) in enumerate(zip(got, expected, strict=True)):
         assert fused.stencil9(mode, u, f, w, stencil) is not None
         assert relative(g, e) < TOLERANCE[dtype], mode
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape", [(2, 9, 12), (1, 15, 15), (3, 16, 7), (2, 3, 2)])
+def test_transfer_kernels_equal_the_eager_transfers(dtype, shape, monkeypatch):
+    """Restriction and in-place prolongation with operator-dependent weights, odd and even
+    sides (where the last footprint leaves the grid), against the eager strided passes."""
+    batch, n0, n1 = shape
+    gen = torch.Generator().manual_seed(7)
+    a = torch.rand(batch, n0 + 2, n1 + 2, generator=gen, dtype=torch.float64) + 0.5
+    interp = OperatorInterpolation.from_stencil(DarcyOperator.from_coefficient(a).stencil())
+    interp = interp.to(dtype)
+    fine = torch.randn(batch, n0, n1, generator=gen, dtype=torch.float64).to(dtype)
+    coarse = torch.randn(batch, n0 // 2, n1 // 2, generator=gen, dtype=torch.float64).to(dtype)
+    assert fused.restrict(fine, interp.weights) is not None
+    got = interp.restrict(fine), interp.add_prolonged(fine.clone(), coarse)
+    monkeypatch.setattr(fused, "library", lambda: None)
+    expected = interp.restrict(fine), interp.add_prolonged(fine.clone(), coarse)
+    for g, e in zip(got, expected, strict=True):
+        assert relative(g, e) < TOLERANCE[dtype]
 
 
 @needs_kernels
