@@ -49,8 +49,10 @@ def build(source: Path = SOURCE, directory: Path | None = None) -> Path:
     """Compile ``source`` into a shared library in ``directory`` (the cache by default) unless
     it is there already; the file appears whole or not at all. Returns its path; raises
     ``OSError`` or ``subprocess.SubprocessError`` when the compiler is missing or fails."""
+    source = source.resolve()  # the file includes itself by its own path
     text = source.read_bytes()
-    key = hashlib.sha256(text + " ".join(_compiler()).encode()).hexdigest()[:16]
+    recipe = " ".join(_compiler() + [" ".join(flags) for flags in _FLAGS])
+    key = hashlib.sha256(text + recipe.encode()).hexdigest()[:16]
     directory = directory or _cache_dir()
     target = directory / f"stencil_kernels-{key}.so"
     if target.exists():
@@ -85,6 +87,12 @@ def library() -> ctypes.CDLL | None:
         transfer = [ctypes.c_long] * 5 + [ctypes.c_int] + [ctypes.c_void_p] * 3
         getattr(lib, f"restrict9_{suffix}").argtypes = transfer
         getattr(lib, f"prolong_add9_{suffix}").argtypes = transfer
+        getattr(lib, f"interpolation9_{suffix}").argtypes = (
+            [ctypes.c_long] * 5 + [ctypes.c_int] + [ctypes.c_void_p] * 3
+        )
+        getattr(lib, f"galerkin9_{suffix}").argtypes = (
+            [ctypes.c_long] * 5 + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 5
+        )
     return lib
 
 
@@ -206,3 +214,78 @@ def _transfer(kernel, fine, coarse, weights, source, target) -> None:
         threads,
         *(t.data_ptr() for t in (source, weights, target)),
     )
+
+
+def _row_contiguous(entries: dict, dtype: torch.dtype | None = None) -> bool:
+    """All entries CPU (B, n0, n1) tensors of one float dtype (``dtype`` if given) with
+    contiguous rows (any batch stride: views of a (B, 3, 3, n0, n1) stencil qualify)."""
+    tensors = list(entries.values())
+    if not tensors:
+        return False
+    first = tensors[0]
+    dtype = dtype or first.dtype
+    return dtype in _SUFFIX and all(
+        t.ndim == 3
+        and t.shape == first.shape
+        and t.dtype == dtype
+        and t.device.type == "cpu"
+        and t.stride()[1:] == (first.shape[2], 1)
+        for t in tensors
+    )
+
+
+def galerkin(entries: dict, weights: torch.Tensor) -> torch.Tensor | None:
+    """The 9-point stencil (B, 3, 3, n_c0, n_c1) of ``P^T A P`` for ``A`` by offset
+    (``entries``: ``{(di, dj): (B, n0, n1)}``, rows contiguous) and operator-dependent ``P``
+    (``weights`` (B, 3, 3, n_c0, n_c1), contiguous), in one pass over the coarse rows
+    (:func:`datagen.linalg.multigrid.galerkin_stencil`); None where the kernels cannot run."""
+    lib = library()
+    if lib is None or not entries or weights.ndim != 5 or weights.dtype not in _SUFFIX:
+        return None
+    tensors = list(entries.values())
+    batch, n0, n1 = tensors[0].shape
+    if not _usable(weights) or not _row_contiguous(entries, weights.dtype):
+        return None
+    if weights.shape != (batch, 3, 3, n0 // 2, n1 // 2):
+        return None
+    out = weights.new_empty(weights.shape)
+    count = len(tensors)
+    offsets = (ctypes.c_int * (2 * count))(*(d for offset in entries for d in offset))
+    strides = (ctypes.c_long * count)(*(t.stride(0) for t in tensors))
+    pointers = (ctypes.c_void_p * count)(*(t.data_ptr() for t in tensors))
+    threads = torch.get_num_threads() if out.numel() >= _SMALL else 1
+    kernel = getattr(lib, f"galerkin9_{_SUFFIX[weights.dtype]}")
+    kernel(
+        batch,
+        n0,
+        n1,
+        *weights.shape[-2:],
+        threads,
+        count,
+        offsets,
+        strides,
+        pointers,
+        weights.data_ptr(),
+        out.data_ptr(),
+    )
+    return out
+
+
+def interpolation(entries: dict) -> torch.Tensor | None:
+    """Operator-dependent interpolation weights (B, 3, 3, n0 // 2, n1 // 2) from ``A`` by offset
+    (``entries`` as :func:`galerkin`, with the centre), in one pass over the coarse rows
+    (:meth:`datagen.linalg.multigrid.OperatorInterpolation.from_planes`); None where the
+    kernels cannot run."""
+    lib = library()
+    centre = entries.get((0, 0))
+    if lib is None or centre is None or not _row_contiguous(entries):
+        return None
+    batch, n0, n1 = centre.shape
+    out = centre.new_empty((batch, 3, 3, n0 // 2, n1 // 2))
+    table = [entries.get((d0, d1)) for d0 in (-1, 0, 1) for d1 in (-1, 0, 1)]
+    pointers = (ctypes.c_void_p * 9)(*(None if t is None else t.data_ptr() for t in table))
+    strides = (ctypes.c_long * 9)(*(0 if t is None else t.stride(0) for t in table))
+    threads = torch.get_num_threads() if out.numel() >= _SMALL else 1
+    kernel = getattr(lib, f"interpolation9_{_SUFFIX[centre.dtype]}")
+    kernel(batch, n0, n1, n0 // 2, n1 // 2, threads, pointers, strides, out.data_ptr())
+    return out

@@ -442,6 +442,26 @@ class OperatorInterpolation:
         return OperatorInterpolation(self.weights.to(dtype), self.fine_shape)
 
 
+def operator_dependent_level(
+    entries: Entries, fine_shape: tuple[int, int]
+) -> tuple[OperatorInterpolation, torch.Tensor]:
+    """One level of the hierarchy with operator-dependent interpolation: ``P`` from ``A`` by
+    offset (:func:`entries_of`) and the Galerkin stencil ``P^T A P`` (B, 3, 3, n_c0, n_c1). On a
+    CPU by the fused kernels (:mod:`datagen.linalg.fused`, one pass each, no parity split),
+    else by :func:`footprint_planes`, :meth:`OperatorInterpolation.from_planes` and
+    :func:`galerkin_stencil`; the two agree to rounding (tests)."""
+    coarse, planes = coarse_shape(fine_shape, "interior"), None
+    weights = fused.interpolation(entries)
+    if weights is None:
+        planes = footprint_planes(entries, coarse)
+        weights = OperatorInterpolation.from_planes(planes, fine_shape).weights
+    stencil = fused.galerkin(entries, weights)
+    if stencil is None:
+        planes = footprint_planes(entries, coarse) if planes is None else planes
+        stencil = galerkin_stencil(planes, weights)
+    return OperatorInterpolation(weights, fine_shape), stencil
+
+
 def dense_matrix(apply: Operator, batch: int, shape: tuple[int, int], like: torch.Tensor):
     """(B, m, m) dense matrices of a small operator on (B, *shape), m = shape[0] * shape[1]."""
     m = shape[0] * shape[1]
@@ -553,21 +573,19 @@ class Multigrid:
             low = operator.to(self.dtype)
             odd = shape[0] % 2 == 1 and shape[1] % 2 == 1
             last = min(shape) <= coarsest or (coarsening == "vertex" and not odd)
-            weights, transfers = None, None
+            weights, coarse_stencil = None, None
             if not last and interpolation == "operator":
                 entries = entries_of(operator, batch, shape, like)
-                planes = footprint_planes(entries, coarse_shape(shape, coarsening))
-                weights = OperatorInterpolation.from_planes(planes, shape)
-                transfers = (weights.prolong, weights.restrict)
+                weights, coarse_stencil = operator_dependent_level(entries, shape)
             cycle_weights = weights.to(self.dtype) if weights is not None else None
             inverse = 1.0 / low.diagonal()
             self.levels.append(Level(low, inverse, shape, cycle_weights, damping * inverse))
             if last:
                 break
-            if weights is not None:
-                operator = StencilOperator(galerkin_stencil(planes, weights.weights))
+            if coarse_stencil is not None:
+                operator = StencilOperator(coarse_stencil)
             else:
-                operator = galerkin(operator, batch, shape, like, coarsening, transfers)
+                operator = galerkin(operator, batch, shape, like, coarsening)
             shape = coarse_shape(shape, coarsening)
         dense = dense_matrix(operator, batch, shape, like)
         if like.dtype.is_complex:

@@ -9,17 +9,23 @@
  * double (it includes itself with REAL and SUFFIX defined).
  */
 #ifndef REAL
+#include <float.h>
+#define ABS(x) ((x) < 0 ? -(x) : (x))
 
 #define REAL float
+#define EPS FLT_EPSILON
 #define SUFFIX(name) name##_f32
 #include __FILE__
 #undef REAL
+#undef EPS
 #undef SUFFIX
 
 #define REAL double
+#define EPS DBL_EPSILON
 #define SUFFIX(name) name##_f64
 #include __FILE__
 #undef REAL
+#undef EPS
 #undef SUFFIX
 
 #else
@@ -130,6 +136,123 @@ void SUFFIX(prolong_add9)(long batch, long n0, long n1, long nc0, long nc1, int 
                 for (long J = 0; J < m; J++) f[2 * J + c] += wr[J] * cr[J];
             }
         }
+    }
+}
+
+/* The Galerkin stencil P^T A P for operator-dependent interpolation (datagen.linalg.multigrid.
+ * galerkin_stencil), by coarse rows: out[b, 1 + c0, 1 + c1, I, J] sums w[a](I, J) A_d(p)
+ * w[e - 2c](I + c, J + c1) over the footprint positions a of coarse node (I, J), its fine nodes
+ * p = (2I + 1 + a0, 2J + 1 + a1) inside the n0 x n1 grid, the `count` offsets d of A
+ * (`offsets`: d0, d1 pairs; entries[q] (B, n0, n1) with rows contiguous and batch stride
+ * batch_strides[q]) and the coarse offsets c with |a + d - 2c| <= 1 per axis. w (B, 3, 3, nc0,
+ * nc1), out (B, 3, 3, nc0, nc1). */
+void SUFFIX(galerkin9)(long batch, long n0, long n1, long nc0, long nc1, int threads, int count,
+                       const int *offsets, const long *batch_strides, const REAL *const *entries,
+                       const REAL *w, REAL *out) {
+    long cp = nc0 * nc1;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long r = 0; r < batch * nc0; r++) {
+        long b = r / nc0, I = r % nc0;
+        REAL *o = out + b * 9 * cp + I * nc1;
+        REAL left[nc1]; /* w[a](I, J) A_d(p), one footprint position and offset at a time */
+        for (int k = 0; k < 9; k++)
+            for (long J = 0; J < nc1; J++) o[k * cp + J] = 0;
+        for (int a0 = -1; a0 <= 1; a0++) {
+            long i = 2 * I + 1 + a0;
+            if (i >= n0) continue;
+            for (int a1 = -1; a1 <= 1; a1++) {
+                const REAL *wa = w + (b * 9 + (1 + a0) * 3 + 1 + a1) * cp + I * nc1;
+                long inside = (n1 - a1) / 2 < nc1 ? (n1 - a1) / 2 : nc1; /* 2J + 1 + a1 < n1 */
+                for (int q = 0; q < count; q++) {
+                    int d0 = offsets[2 * q], d1 = offsets[2 * q + 1];
+                    const REAL *e = entries[q] + b * batch_strides[q] + i * n1 + 1 + a1;
+                    for (long J = 0; J < inside; J++) left[J] = wa[J] * e[2 * J];
+                    for (int c0 = -1; c0 <= 1; c0++) {
+                        int b0 = a0 + d0 - 2 * c0;
+                        if (b0 < -1 || b0 > 1 || I + c0 < 0 || I + c0 >= nc0) continue;
+                        for (int c1 = -1; c1 <= 1; c1++) {
+                            int b1 = a1 + d1 - 2 * c1;
+                            if (b1 < -1 || b1 > 1) continue;
+                            const REAL *wb =
+                                w + (b * 9 + (1 + b0) * 3 + 1 + b1) * cp + (I + c0) * nc1 + c1;
+                            REAL *oc = o + ((1 + c0) * 3 + 1 + c1) * cp;
+                            long j0 = c1 < 0 ? 1 : 0, j1 = c1 > 0 ? nc1 - 1 : nc1;
+                            if (j1 > inside) j1 = inside;
+                            for (long J = j0; J < j1; J++) oc[J] += left[J] * wb[J];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* Operator-dependent interpolation weights (multigrid.OperatorInterpolation.from_planes) by
+ * coarse rows: w[b, a, c, I, J] for the fine node (2I + a, 2J + c) from the stencil's entries
+ * (entries[3 (1 + d0) + 1 + d1] (B, n0, n1), rows contiguous, batch stride batch_strides[..];
+ * NULL for an offset that is zero). A fine node outside the grid has the identity row (weight
+ * -0 / 1). Each weight is a loop over the coarse row, so that it vectorizes. */
+void SUFFIX(interpolation9)(long batch, long n0, long n1, long nc0, long nc1, int threads,
+                            const REAL *const *entries, const long *batch_strides, REAL *w) {
+    long cp = nc0 * nc1;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long r = 0; r < batch * nc0; r++) {
+        long b = r / nc0, I = r % nc0;
+        REAL *wr = w + b * 9 * cp + I * nc1;
+        REAL sums[3][nc1]; /* toward, other, across; or the corner's coupling */
+#define ROW(d0, d1, i, c)                                                                      \
+    (entries[3 * (1 + (d0)) + 1 + (d1)]                                                        \
+         ? entries[3 * (1 + (d0)) + 1 + (d1)] + b * batch_strides[3 * (1 + (d0)) + 1 + (d1)] + \
+               (i) * n1 + (c)                                                                  \
+         : 0)
+        for (long J = 0; J < nc1; J++) wr[4 * cp + J] = 1;
+        for (int k = 0; k < 4; k++) { /* the edge nodes (0, 1), (2, 1), (1, 0), (1, 2) */
+            int a = k == 0 ? 0 : k == 1 ? 2 : 1, c = k == 2 ? 0 : k == 3 ? 2 : 1;
+            int axis = k < 2 ? 0 : 1, side = 1 - (axis == 0 ? a : c);
+            long i = 2 * I + a, m = (n1 - c + 1) / 2 < nc1 ? (n1 - c + 1) / 2 : nc1;
+            if (i >= n0) m = 0;
+            for (int s = 0; s < 3; s++)
+                for (long J = 0; J < m; J++) sums[s][J] = 0;
+            for (int d = -1; d <= 1; d++) {
+                const REAL *rows[3] = {axis == 0 ? ROW(side, d, i, c) : ROW(d, side, i, c),
+                                       axis == 0 ? ROW(-side, d, i, c) : ROW(d, -side, i, c),
+                                       axis == 0 ? ROW(0, d, i, c) : ROW(d, 0, i, c)};
+                for (int s = 0; s < 3; s++)
+                    if (rows[s])
+                        for (long J = 0; J < m; J++) sums[s][J] += rows[s][2 * J];
+            }
+            REAL *out = wr + (a * 3 + c) * cp;
+            for (long J = 0; J < m; J++) {
+                REAL toward = sums[0][J], other = sums[1][J], across = sums[2][J];
+                /* multigrid._edge_weight: toward / (toward + other), or -toward / across where
+                 * the other side's couplings are zero to rounding (a Dirichlet boundary) */
+                REAL tiny = 64 * EPS * ABS(across), both = toward + other;
+                REAL inner = toward / (ABS(both) <= tiny ? 1 : both);
+                out[J] = ABS(other) <= tiny ? -toward / across : inner;
+            }
+            for (long J = m; J < nc1; J++) out[J] = -(REAL)0;
+        }
+        for (int a = 0; a <= 2; a += 2) { /* the corners, from the edges beside them */
+            for (int c = 0; c <= 2; c += 2) {
+                long i = 2 * I + a, m = (n1 - c + 1) / 2 < nc1 ? (n1 - c + 1) / 2 : nc1;
+                if (i >= n0) m = 0;
+                int da = 1 - a, dc = 1 - c;
+                const REAL *corner = ROW(da, dc, i, c), *along = ROW(da, 0, i, c);
+                const REAL *beside = ROW(0, dc, i, c), *centre = ROW(0, 0, i, c);
+                const REAL *w_along = wr + (3 + c) * cp, *w_beside = wr + (a * 3 + 1) * cp;
+                REAL *coupled = sums[0], *out = wr + (a * 3 + c) * cp;
+                for (long J = 0; J < m; J++) coupled[J] = 0;
+                if (corner)
+                    for (long J = 0; J < m; J++) coupled[J] += corner[2 * J];
+                if (along)
+                    for (long J = 0; J < m; J++) coupled[J] += along[2 * J] * w_along[J];
+                if (beside)
+                    for (long J = 0; J < m; J++) coupled[J] += beside[2 * J] * w_beside[J];
+                for (long J = 0; J < m; J++) out[J] = -coupled[J] / centre[2 * J];
+                for (long J = m; J < nc1; J++) out[J] = -(REAL)0;
+            }
+        }
+#undef ROW
     }
 }
 

@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from datagen.linalg import fused
-from datagen.linalg.multigrid import Multigrid, OperatorInterpolation, StencilOperator
+from datagen.linalg.multigrid import (
+    Multigrid,
+    OperatorInterpolation,
+    StencilOperator,
+    footprint_planes,
+    galerkin_stencil,
+    stencil_entries,
+)
 from datagen.problems.darcy.physics import DarcyOperator
 
 needs_kernels = pytest.mark.skipif(
@@ -96,6 +103,31 @@ def test_transfer_kernels_equal_the_eager_transfers(dtype, shape, monkeypatch):
     expected = interp.restrict(fine), interp.add_prolonged(fine.clone(), coarse)
     for g, e in zip(got, expected, strict=True):
         assert relative(g, e) < TOLERANCE[dtype]
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape", [(2, 9, 12), (1, 15, 15), (3, 16, 7), (2, 3, 2)])
+def test_set_up_kernels_equal_the_parity_split_path(dtype, shape):
+    """Interpolation weights and the Galerkin stencil from the fused kernels against the eager
+    set-up (:func:`footprint_planes`, ``from_planes``, :func:`galerkin_stencil`, which the
+    multigrid tests check against SciPy's assembled P^T A P), for the Darcy operator's five
+    entries and for a 9-point stencil's views, odd and even sides."""
+    batch, n0, n1 = shape
+    gen = torch.Generator().manual_seed(8)
+    a = torch.exp(torch.randn(batch, n0 + 2, n1 + 2, generator=gen, dtype=torch.float64))
+    darcy = DarcyOperator.from_coefficient(a).to(dtype)
+    nine = torch.randn(batch, 3, 3, n0, n1, generator=gen, dtype=torch.float64).to(dtype)
+    nine[:, 1, 1] = nine[:, 1, 1].abs() + 9  # a non-zero centre, as every operator has
+    for entries in (darcy.stencil_entries(), stencil_entries(nine)):
+        planes = footprint_planes(entries, (n0 // 2, n1 // 2))
+        weights = OperatorInterpolation.from_planes(planes, (n0, n1)).weights
+        got = fused.interpolation(entries)
+        assert got is not None and relative(got, weights) < TOLERANCE[dtype]
+        expected = galerkin_stencil(planes, weights)
+        got = fused.galerkin(entries, weights)
+        assert got is not None and relative(got, expected) < TOLERANCE[dtype]
+    assert fused.galerkin({(0, 0): darcy.diagonal(), (1, 0): darcy.diagonal().mT}, weights) is None
 
 
 @needs_kernels
