@@ -99,7 +99,7 @@ def library() -> ctypes.CDLL | None:
 def _usable(*tensors: torch.Tensor) -> bool:
     dtype = tensors[0].dtype
     return dtype in _SUFFIX and all(
-        t.device.type == "cpu" and t.dtype == dtype and t.is_contiguous() for t in tensors
+        t.is_cpu and t.dtype == dtype and t.is_contiguous() for t in tensors
     )
 
 
@@ -228,7 +228,7 @@ def _row_contiguous(entries: dict, dtype: torch.dtype | None = None) -> bool:
         t.ndim == 3
         and t.shape == first.shape
         and t.dtype == dtype
-        and t.device.type == "cpu"
+        and t.is_cpu
         and t.stride()[1:] == (first.shape[2], 1)
         for t in tensors
     )

@@ -10,6 +10,7 @@
  */
 #ifndef REAL
 #include <float.h>
+#include <stdlib.h>
 #define ABS(x) ((x) < 0 ? -(x) : (x))
 
 #define REAL float
@@ -52,24 +53,34 @@ static void SUFFIX(add_shifted)(long n1, int dj, const REAL *c, const REAL *u, R
 void SUFFIX(darcy5)(long rows, long n0, long n1, int mode, int threads, const REAL *x,
                     const REAL *f, const REAL *w, const REAL *d, const REAL *wx, const REAL *wy,
                     REAL *out) {
+    REAL *zeros = calloc(n1, sizeof(REAL)); /* the couplings and values beyond the first and
+                                               last rows, so that every row is one loop */
+    if (!zeros) return;
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (long r = 0; r < rows; r++) {
         long b = r / n0, i = r % n0;
-        const REAL *xr = x + r * n1, *dr = d + r * n1, *wyr = wy + r * (n1 - 1);
-        REAL *o = out + r * n1;
-        for (long j = 0; j < n1; j++) o[j] = dr[j] * xr[j];
-        for (long j = 1; j < n1; j++) o[j] -= wyr[j - 1] * xr[j - 1];
-        for (long j = 0; j < n1 - 1; j++) o[j] -= wyr[j] * xr[j + 1];
-        if (i > 0) {
-            const REAL *c = wx + (b * (n0 - 1) + i - 1) * n1, *u = xr - n1;
-            for (long j = 0; j < n1; j++) o[j] -= c[j] * u[j];
+        const REAL *restrict xr = x + r * n1, *restrict dr = d + r * n1;
+        const REAL *restrict fr = f + r * n1, *restrict wr = w + r * n1;
+        const REAL *restrict wyr = wy + r * (n1 - 1);
+        const REAL *restrict up = i > 0 ? xr - n1 : zeros;
+        const REAL *restrict c_up = i > 0 ? wx + (b * (n0 - 1) + i - 1) * n1 : zeros;
+        const REAL *restrict down = i < n0 - 1 ? xr + n1 : zeros;
+        const REAL *restrict c_down = i < n0 - 1 ? wx + (b * (n0 - 1) + i) * n1 : zeros;
+        REAL *restrict o = out + r * n1;
+#define AX(j) (dr[j] * xr[j] - c_up[j] * up[j] - c_down[j] * down[j])
+#define PUT(j, ax)                                                                             \
+    o[j] = mode == 0 ? (ax) : mode == 1 ? fr[j] - (ax) : xr[j] + wr[j] * (fr[j] - (ax))
+        if (n1 == 1) {
+            PUT(0, AX(0));
+            continue;
         }
-        if (i < n0 - 1) {
-            const REAL *c = wx + (b * (n0 - 1) + i) * n1, *u = xr + n1;
-            for (long j = 0; j < n1; j++) o[j] -= c[j] * u[j];
-        }
-        SUFFIX(finish)(n1, mode, xr, f + r * n1, w + r * n1, o);
+        PUT(0, AX(0) - wyr[0] * xr[1]);
+        for (long j = 1; j < n1 - 1; j++) PUT(j, AX(j) - wyr[j - 1] * xr[j - 1] - wyr[j] * xr[j + 1]);
+        PUT(n1 - 1, AX(n1 - 1) - wyr[n1 - 2] * xr[n1 - 2]);
+#undef AX
+#undef PUT
     }
+    free(zeros);
 }
 
 /* The 9-point operator of datagen.linalg.multigrid.StencilOperator:
