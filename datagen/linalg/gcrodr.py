@@ -434,14 +434,19 @@ def _orthogonalize(rows: torch.Tensor, v: torch.Tensor, twice: bool = True):
     """
     before = _norm(v) if twice else None
     h = _inner(rows, v)
-    v = v - _combine(h, rows)
+    v = _subtract_combination(v, h, rows)
     after = _norm(v)
     if twice and bool((after < 0.7071067811865476 * before).any()):
         h2 = _inner(rows, v)
-        v = v - _combine(h2, rows)
+        v = _subtract_combination(v, h2, rows)
         h = h + h2
         after = _norm(v)
     return v, h, after
+
+
+def _subtract_combination(v: torch.Tensor, h: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``v - sum_i h_i rows_i``: (B, N), (B, r), (B, r, N) -> (B, N) in one product."""
+    return torch.baddbmm(v[:, None, :], h[:, None, :], rows, alpha=-1)[:, 0]
 
 
 def _run_cycle(cyc: _Cycle, apply, m: int, k_max: int, twice: bool) -> list:
@@ -460,14 +465,16 @@ def _run_cycle(cyc: _Cycle, apply, m: int, k_max: int, twice: bool) -> list:
         wv, h, hn = _orthogonalize(cyc.basis[:, : k + j + 1], apply(cyc.operator, zj), twice)
         if k:
             cyc.bmat[:, :, j] = h[:, :k]
-        cyc.basis[:, k + j + 1] = wv / torch.where(hn > 0, hn, 1.0).to(wv.dtype)[:, None]
+        torch.div(
+            wv, torch.where(hn > 0, hn, 1.0).to(wv.dtype)[:, None], out=cyc.basis[:, k + j + 1]
+        )
         cyc.hbar[:, : j + 1, j] = h[:, k:]
         cyc.hbar[:, j + 1, j] = hn.to(h.dtype)
         # Rotate the new column by the rotations so far (one product), then fold the rotation
         # that zeroes its last entry into q: rows j, j + 1 of q mix (one 2 x 2 product).
         col = cyc.q[:, j : j + 2, : j + 2] @ cyc.hbar[:, : j + 2, j, None]
         cj, sj, _ = _givens(col[:, 0, 0], col[:, 1, 0])
-        rotation = torch.stack([torch.stack([cj, sj], -1), torch.stack([-sj.conj(), cj], -1)], 1)
+        rotation = torch.stack([cj, sj, -sj.conj(), cj], -1).reshape(-1, 2, 2)
         cyc.q[:, j : j + 2, : j + 2] = rotation @ cyc.q[:, j : j + 2, : j + 2]
         steps = j + 1
         if steps == m:
