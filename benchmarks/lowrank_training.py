@@ -14,7 +14,8 @@ Two measurements:
    relative L2, optimizer state of the last checkpoint, peak memory, seconds per epoch.
 
     python benchmarks/lowrank_training.py [--epochs 20] [--rank 0.5] [--update-gap 50]
-        [--scale 1.0] [--seed 0] [--models lsm sfno] [--out runs/bench/lowrank] [--device cpu]
+        [--scale 1.0] [--seed 0] [--leading-axes N] [--models lsm sfno] [--out runs/bench/lowrank]
+        [--device cpu]
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ def optimizer_overrides(name: str, args) -> list[str]:
             f"optimizer.galore.update_gap={args.update_gap}",
             f"optimizer.galore.scale={args.scale}",
         ]
+        if args.leading_axes is not None:
+            out.append(f"optimizer.galore.leading_axes={args.leading_axes}")
     return out
 
 
@@ -217,6 +220,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "lowrank")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--seed", type=int, default=0, help="training seed of the small runs")
+    parser.add_argument(
+        "--leading-axes", type=int, default=None, help="compress only this many leading axes"
+    )
     parser.add_argument("--models", nargs="+", choices=sorted(SMALL), default=list(SMALL))
     parser.add_argument("--skip-published", action="store_true")
     args = parser.parse_args()

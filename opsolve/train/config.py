@@ -130,6 +130,13 @@ class GaLore(StrictModel):
         50, ge=1, le=1_000_000, description="optimizer steps between subspace updates"
     )
     scale: float = Field(1.0, gt=0.0, le=100.0, description="factor on the low-rank update")
+    leading_axes: Int | None = Field(
+        None,
+        ge=1,
+        le=16,
+        description="compress only this many leading axes of each weight (2: the channels; "
+        "null: every axis longer than 4)",
+    )
 
 
 class Optimizer(StrictModel):

@@ -36,11 +36,18 @@ from neuralop.training.tensor_galore_projector import TensorGaLoreProjector
 KEPT_AXIS = 4  # axes of at most this many entries are not compressed
 
 
-def tucker_ranks(shape: tuple[int, ...], rank: float) -> list[int]:
+def tucker_ranks(shape: tuple[int, ...], rank: float, leading_axes: int | None = None) -> list[int]:
     """Per-axis Tucker ranks: ``ceil(rank * n)`` on axes longer than 4, ``n`` on the others,
     then each capped by the product of the other ranks (a mode's unfolding has no more
-    singular vectors than that: a ``(1, 128)`` weight has rank ``[1, 1]``)."""
-    ranks = [n if n <= KEPT_AXIS else min(n, max(1, math.ceil(rank * n))) for n in shape]
+    singular vectors than that: a ``(1, 128)`` weight has rank ``[1, 1]``). ``leading_axes``:
+    compress only that many leading axes (2: the output and input channels of linear,
+    convolution and spectral weights), keeping the others (kernel taps, Fourier modes) whole."""
+    ranks = [
+        n
+        if n <= KEPT_AXIS or (leading_axes is not None and axis >= leading_axes)
+        else min(n, max(1, math.ceil(rank * n)))
+        for axis, n in enumerate(shape)
+    ]
     changed = True
     while changed:
         changed = False
@@ -93,6 +100,7 @@ class LowRankAdamW(NeuralopAdamW):
         rank: fraction of each axis kept (axes of <= 4 entries whole), in (0, 1].
         update_gap: optimizer steps between recomputations of the subspace.
         scale: factor on the projected-back update (GaLore's ``alpha``).
+        leading_axes: compress only this many leading axes of each weight (None: all).
     """
 
     def __init__(
@@ -103,9 +111,13 @@ class LowRankAdamW(NeuralopAdamW):
         rank: float = 0.5,
         update_gap: int = 50,
         scale: float = 1.0,
+        leading_axes: int | None = None,
     ) -> None:
         if not 0.0 < rank <= 1.0:
             raise ValueError(f"rank must be in (0, 1], got {rank}")
+        if leading_axes is not None and leading_axes < 1:
+            raise ValueError(f"leading_axes must be at least 1, got {leading_axes}")
+        self.leading_axes = leading_axes
         params = [p for p in params if p.requires_grad]
         projected = [p for p in params if p.dim() >= 2]
         plain = [p for p in params if p.dim() < 2]
@@ -125,7 +137,7 @@ class LowRankAdamW(NeuralopAdamW):
 
     def _projector(self, shape: tuple[int, ...]) -> RefreshedProjector:
         return RefreshedProjector(
-            rank=tucker_ranks(shape, float(self.galore_rank)),
+            rank=tucker_ranks(shape, float(self.galore_rank), self.leading_axes),
             update_proj_gap=self.galore_update_proj_gap,
             scale=self.galore_scale,
             warm_restart=False,

@@ -29,6 +29,7 @@ def build_optimizer(
             rank=g.rank,
             update_gap=g.update_gap,
             scale=g.scale,
+            leading_axes=g.leading_axes,
         )
     cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
     return cls(params, lr=o.lr, weight_decay=o.weight_decay)

@@ -23,6 +23,24 @@ def test_ranks_keep_short_axes_and_never_exceed_an_axis():
     assert tucker_ranks((8, 4, 1), 1.0) == [4, 4, 1]
 
 
+def test_leading_axes_compress_the_channels_only():
+    """``leading_axes=2``: a spectral weight (in, out, modes..., 2) keeps its Fourier modes
+    whole, a 3x3 convolution its taps; the optimizer builds its projectors that way and refuses
+    a count below one."""
+    assert tucker_ranks((20, 20, 12, 12, 5, 2), 0.5, leading_axes=2) == [10, 10, 12, 12, 5, 2]
+    assert tucker_ranks((64, 32, 3, 3), 0.5, leading_axes=2) == [32, 16, 3, 3]
+    assert tucker_ranks((64, 32), 0.5, leading_axes=1) == [32, 32]  # capped by the other axis
+    torch.manual_seed(2)
+    weight = torch.nn.Parameter(torch.randn(12, 12, 16, 16, 5, 2))
+    low = LowRankAdamW([torch.nn.Parameter(torch.zeros(3)), weight], rank=0.5, leading_axes=2)
+    (weight**2).sum().backward()
+    low.step()
+    shapes = [tuple(f.shape) for f in low.state[weight]["projector"].proj_tensor]
+    assert shapes == [(12, 6), (12, 6), (16, 16), (16, 16), (5, 5), (2, 2)]
+    with pytest.raises(ValueError, match="leading_axes must be at least 1"):
+        LowRankAdamW([weight], leading_axes=0)
+
+
 def _step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor) -> None:
     optimizer.zero_grad()
     (model(x) ** 2).mean().backward()
@@ -108,6 +126,11 @@ def test_galore_keys_need_the_galore_optimizer(small_dataset, tmp_path, capsys):
     assert "optimizer.galore.rank" in capsys.readouterr().err
     cfg = load_train_config(config, ["optimizer.name=galore_adamw", "optimizer.galore.rank=0.3"])
     assert cfg.optimizer.galore.rank == 0.3 and cfg.optimizer.galore.update_gap == 50
+    assert cfg.optimizer.galore.leading_axes is None
+    lead = ["optimizer.name=galore_adamw", "optimizer.galore.leading_axes=0"]
+    assert main(["train", str(config), *lead, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "optimizer.galore.leading_axes" in err and err.count("\n") == 1
 
 
 def test_hosvd_recovers_a_tensor_of_that_tucker_rank():
