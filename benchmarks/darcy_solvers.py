@@ -59,7 +59,7 @@ import numpy as np
 import scipy.sparse.linalg as spla
 import torch
 from petsc_runner import DARCY_PEERS, DEFAULT_PYTHON, petsc_missing, run_petsc
-from ratios import print_speedups
+from ratios import print_speedups, ratio_cell
 
 from datagen.core.fields import gaussian_random_field, sample_seed
 from datagen.core.memory import retain_freed_memory
@@ -281,12 +281,12 @@ def main() -> None:
                 seconds = float(np.median([t for _, t, _ in results]))
                 rows[name] = (seconds, np.mean([i for _, _, i in results]), worst)
             peers = [v[0] for k, v in rows.items() if k in PEERS]
-            best_peer = min(peers) if peers else float("nan")  # peers skipped: no ratio
-            hypre = rows.get("petsc-hypre-2", (float("nan"),))[0]
+            best_peer = min(peers) if peers else None  # peers skipped: no ratio
+            hypre = rows.get("petsc-hypre-2", (None,))[0]
             for name, (seconds, its, worst) in rows.items():
                 print(
                     f"| {family} | {size} | {name} | {seconds:.5f} | {its:.1f} | {worst:.1e} | "
-                    f"{best_peer / seconds:.2f}x | {hypre / seconds:.2f}x |",
+                    f"{ratio_cell(best_peer, seconds)} | {ratio_cell(hypre, seconds)} |",
                     flush=True,
                 )
             print_speedups(f"{family} {size}^2", rows, SKR_PAIRS)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 def print_speedups(label: str, rows: dict, pairs: list[tuple[str, str]]) -> None:
     """Print, for each (row, baseline) pair that was run, ``baseline / row`` in time and iterations.
@@ -19,3 +21,10 @@ def print_speedups(label: str, rows: dict, pairs: list[tuple[str, str]]) -> None
                 f"{base_iterations / max(iterations, 1e-12):.2f}x in iterations",
                 flush=True,
             )
+
+
+def ratio_cell(base_seconds: float | None, seconds: float) -> str:
+    """A table cell ``base / seconds`` as ``1.23x``, or ``-`` where the base row was not run."""
+    if base_seconds is None or math.isnan(base_seconds):
+        return "-"
+    return f"{base_seconds / seconds:.2f}x"

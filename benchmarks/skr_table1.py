@@ -38,7 +38,7 @@ import time
 import numpy as np
 import torch
 from petsc_runner import DEFAULT_PYTHON, petsc_missing, run_petsc
-from ratios import print_speedups
+from ratios import print_speedups, ratio_cell
 
 from datagen.core.fields import gaussian_random_field, sample_seed
 from datagen.core.memory import retain_freed_memory
@@ -142,10 +142,10 @@ def main() -> None:
         )
         seconds = float(np.median([s for _, s, _ in results]))
         rows[name] = (seconds, float(np.mean([i for _, _, i in results])), worst)
-        base = rows.get("petsc-gmres40", (float("nan"),))[0]
+        base = rows.get("petsc-gmres40", (None,))[0]
         print(
             f"| {name} | {seconds:.5f} | {rows[name][1]:.1f} | {worst:.1e} | "
-            f"{base / seconds:.2f}x |",
+            f"{ratio_cell(base, seconds)} |",
             flush=True,
         )
     pairs = [
