@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from datagen.core.errors import UserError
+
 SOURCE = Path(__file__).with_name("stencil_kernels.c")
 APPLY, RESIDUAL, SWEEP = 0, 1, 2  # out = A x; f - A x; x + w (f - A x)
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
@@ -73,8 +75,14 @@ def build(source: Path = SOURCE, directory: Path | None = None) -> Path:
 
 @functools.cache
 def library() -> ctypes.CDLL | None:
-    """The compiled kernels, or None where they cannot be had (see the module docstring)."""
-    if os.environ.get("OPSOLVE_FUSED", "1") == "0":
+    """The compiled kernels, or None where they cannot be had (see the module docstring).
+    ``OPSOLVE_FUSED`` other than unset, ``1`` or ``0`` is a :class:`UserError`."""
+    switch = os.environ.get("OPSOLVE_FUSED", "1")
+    if switch not in ("0", "1"):
+        raise UserError(
+            f"OPSOLVE_FUSED must be 0 (eager torch) or 1 (fused kernels), got {switch!r}"
+        )
+    if switch == "0":
         return None
     try:
         lib = ctypes.CDLL(str(build()))
@@ -113,6 +121,19 @@ def _run(kernel, x: torch.Tensor, mode: int, f, w, *operands: torch.Tensor) -> t
     return out
 
 
+def _kernel(name: str, x: torch.Tensor, f, w, *operands: torch.Tensor):
+    """The compiled ``name`` kernel for ``x``'s dtype, or None where the kernels cannot run:
+    no library, ``x`` not (B, n0, n1), a given tensor not a contiguous CPU tensor of that dtype,
+    or ``f`` / ``w`` not shaped like ``x``."""
+    lib = library()
+    given = [t for t in (x, f, w, *operands) if t is not None]
+    if lib is None or x.ndim != 3 or not _usable(*given):
+        return None
+    if any(t.shape != x.shape for t in (f, w) if t is not None):
+        return None
+    return getattr(lib, f"{name}_{_SUFFIX[x.dtype]}")
+
+
 def darcy5(
     mode: int,
     x: torch.Tensor,
@@ -126,18 +147,13 @@ def darcy5(
     ``wx`` (B, n0 - 1, n1), ``wy`` (B, n0, n1 - 1)) on ``x`` (B, n0, n1) in ``mode``
     (``APPLY``, ``RESIDUAL`` with ``f``, ``SWEEP`` with ``f`` and weight ``w``); None where the
     kernels cannot run."""
-    lib = library()
-    given = [t for t in (x, f, w, diagonal, wx, wy) if t is not None]
-    if lib is None or x.ndim != 3 or not _usable(*given):
+    kernel = _kernel("darcy5", x, f, w, diagonal, wx, wy)
+    if kernel is None:
         return None
     batch, n0, n1 = x.shape
-    shapes = [t.shape for t in (f, w, diagonal) if t is not None]
-    if any(s != x.shape for s in shapes) or (wx.shape, wy.shape) != (
-        (batch, n0 - 1, n1),
-        (batch, n0, n1 - 1),
-    ):
+    expected = (x.shape, (batch, n0 - 1, n1), (batch, n0, n1 - 1))
+    if (diagonal.shape, wx.shape, wy.shape) != expected:
         return None
-    kernel = getattr(lib, f"darcy5_{_SUFFIX[x.dtype]}")
     return _run(kernel, x, mode, f, w, diagonal, wx, wy)
 
 
@@ -150,18 +166,9 @@ def stencil9(
 ) -> torch.Tensor | None:
     """The 9-point operator of ``stencil`` (B, 3, 3, n0, n1) on ``x`` (B, n0, n1) in ``mode``
     (as :func:`darcy5`); None where the kernels cannot run."""
-    lib = library()
-    given = [t for t in (x, f, w, stencil) if t is not None]
-    if lib is None or x.ndim != 3 or not _usable(*given):
+    kernel = _kernel("stencil9", x, f, w, stencil)
+    if kernel is None or stencil.shape != (x.shape[0], 3, 3, *x.shape[1:]):
         return None
-    if any(t.shape != x.shape for t in (f, w) if t is not None) or stencil.shape != (
-        x.shape[0],
-        3,
-        3,
-        *x.shape[1:],
-    ):
-        return None
-    kernel = getattr(lib, f"stencil9_{_SUFFIX[x.dtype]}")
     return _run(kernel, x, mode, f, w, stencil)
 
 

@@ -13,6 +13,12 @@
 #include <stdlib.h>
 #define ABS(x) ((x) < 0 ? -(x) : (x))
 
+/* The coarse columns J < nc1 whose fine node 2J + c lies inside a row of n1 nodes. */
+static long columns_inside(long n1, long c, long nc1) {
+    long m = (n1 - c + 1) / 2;
+    return m < nc1 ? m : nc1;
+}
+
 #define REAL float
 #define EPS FLT_EPSILON
 #define SUFFIX(name) name##_f32
@@ -121,7 +127,7 @@ void SUFFIX(restrict9)(long batch, long n0, long n1, long nc0, long nc1, int thr
             const REAL *f = fine + (b * n0 + 2 * I + a) * n1;
             for (int c = 0; c < 3; c++) {
                 const REAL *wr = w + ((b * 9 + a * 3 + c) * nc0 + I) * nc1;
-                long m = (n1 - c + 1) / 2 < nc1 ? (n1 - c + 1) / 2 : nc1;
+                long m = columns_inside(n1, c, nc1);
                 for (long J = 0; J < m; J++) o[J] += wr[J] * f[2 * J + c];
             }
         }
@@ -143,7 +149,7 @@ void SUFFIX(prolong_add9)(long batch, long n0, long n1, long nc0, long nc1, int 
             const REAL *cr = coarse + (b * nc0 + I) * nc1;
             for (int c = 0; c < 3; c++) {
                 const REAL *wr = w + ((b * 9 + a * 3 + c) * nc0 + I) * nc1;
-                long m = (n1 - c + 1) / 2 < nc1 ? (n1 - c + 1) / 2 : nc1;
+                long m = columns_inside(n1, c, nc1);
                 for (long J = 0; J < m; J++) f[2 * J + c] += wr[J] * cr[J];
             }
         }
@@ -173,7 +179,7 @@ void SUFFIX(galerkin9)(long batch, long n0, long n1, long nc0, long nc1, int thr
             if (i >= n0) continue;
             for (int a1 = -1; a1 <= 1; a1++) {
                 const REAL *wa = w + (b * 9 + (1 + a0) * 3 + 1 + a1) * cp + I * nc1;
-                long inside = (n1 - a1) / 2 < nc1 ? (n1 - a1) / 2 : nc1; /* 2J + 1 + a1 < n1 */
+                long inside = columns_inside(n1, 1 + a1, nc1); /* 2J + 1 + a1 < n1 */
                 for (int q = 0; q < count; q++) {
                     int d0 = offsets[2 * q], d1 = offsets[2 * q + 1];
                     const REAL *e = entries[q] + b * batch_strides[q] + i * n1 + 1 + a1;
@@ -220,7 +226,7 @@ void SUFFIX(interpolation9)(long batch, long n0, long n1, long nc0, long nc1, in
         for (int k = 0; k < 4; k++) { /* the edge nodes (0, 1), (2, 1), (1, 0), (1, 2) */
             int a = k == 0 ? 0 : k == 1 ? 2 : 1, c = k == 2 ? 0 : k == 3 ? 2 : 1;
             int axis = k < 2 ? 0 : 1, side = 1 - (axis == 0 ? a : c);
-            long i = 2 * I + a, m = (n1 - c + 1) / 2 < nc1 ? (n1 - c + 1) / 2 : nc1;
+            long i = 2 * I + a, m = columns_inside(n1, c, nc1);
             if (i >= n0) m = 0;
             for (int s = 0; s < 3; s++)
                 for (long J = 0; J < m; J++) sums[s][J] = 0;
@@ -245,7 +251,7 @@ void SUFFIX(interpolation9)(long batch, long n0, long n1, long nc0, long nc1, in
         }
         for (int a = 0; a <= 2; a += 2) { /* the corners, from the edges beside them */
             for (int c = 0; c <= 2; c += 2) {
-                long i = 2 * I + a, m = (n1 - c + 1) / 2 < nc1 ? (n1 - c + 1) / 2 : nc1;
+                long i = 2 * I + a, m = columns_inside(n1, c, nc1);
                 if (i >= n0) m = 0;
                 int da = 1 - a, dc = 1 - c;
                 const REAL *corner = ROW(da, dc, i, c), *along = ROW(da, 0, i, c);

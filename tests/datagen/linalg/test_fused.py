@@ -1,6 +1,8 @@
 """The fused CPU stencil kernels against the eager torch expressions they replace."""
 
+import os
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -15,6 +17,7 @@ from datagen.linalg.multigrid import (
     stencil_entries,
 )
 from datagen.problems.darcy.physics import DarcyOperator
+from tests.conftest import ROOT, SMALL_CONFIG
 
 needs_kernels = pytest.mark.skipif(
     fused.library() is None, reason="no C compiler here: the fused kernels fall back to torch"
@@ -41,8 +44,14 @@ def eager_darcy(op):
     return lambda u: op._add_neighbours(op.diagonal() * u, u, -1)
 
 
-def eager_nine(op):
-    return lambda u: op._add_neighbours(op.stencil[:, 1, 1] * u, u, 1)
+def check_modes(op, kernel, reference, u, f, w) -> None:
+    """The operator's ``A u``, ``f - A u`` and sweep, run through the kernels (``kernel(mode)``
+    is not None), against ``eager_modes`` of ``reference``, to the dtype's tolerance."""
+    expected = eager_modes(reference, u, f, w)
+    got = (op(u), op.residual(f, u), op.sweep(f, u, w))
+    for mode, (g, e) in enumerate(zip(got, expected, strict=True)):
+        assert kernel(mode) is not None
+        assert relative(g, e) < TOLERANCE[u.dtype], mode
 
 
 @needs_kernels
@@ -54,11 +63,11 @@ def test_darcy_kernel_equals_the_eager_passes(dtype, shape):
     a = torch.rand(batch, n0 + 2, n1 + 2, generator=gen, dtype=torch.float64) + 0.5
     op = DarcyOperator.from_coefficient(a).to(dtype)
     u, f, w = inputs(batch, n0, n1, dtype)
-    expected = eager_modes(eager_darcy(op), u, f, w)
-    got = (op(u), op.residual(f, u), op.sweep(f, u, w))
-    for mode, (g, e) in enumerate(zip(got, expected, strict=True)):
-        assert fused.darcy5(mode, u, f, w, op._diag, op._wx, op._wy) is not None
-        assert relative(g, e) < TOLERANCE[dtype], mode
+
+    def kernel(mode):
+        return fused.darcy5(mode, u, f, w, op._diag, op._wx, op._wy)
+
+    check_modes(op, kernel, eager_darcy(op), u, f, w)
 
 
 @needs_kernels
@@ -76,12 +85,10 @@ def test_nine_point_kernel_equals_the_padded_sum(dtype, shape):
             stencil[:, i, j] * p[:, i : i + n0, j : j + n1] for i in range(3) for j in range(3)
         )
 
-    op = StencilOperator(stencil)
-    expected = eager_modes(padded_sum, u, f, w)
-    got = (op(u), op.residual(f, u), op.sweep(f, u, w))
-    for mode, (g, e) in enumerate(zip(got, expected, strict=True)):
-        assert fused.stencil9(mode, u, f, w, stencil) is not None
-        assert relative(g, e) < TOLERANCE[dtype], mode
+    def kernel(mode):
+        return fused.stencil9(mode, u, f, w, stencil)
+
+    check_modes(StencilOperator(stencil), kernel, padded_sum, u, f, w)
 
 
 @needs_kernels
@@ -180,10 +187,9 @@ def test_vcycle_with_the_kernels_equals_the_eager_cycle(n, monkeypatch):
     assert relative(fast, eager) < 1e-12
 
 
-def test_build_is_cached_and_atomic(tmp_path, monkeypatch):
+@needs_kernels
+def test_build_is_cached_and_atomic(tmp_path):
     """A second build finds the first's file; a compiler that fails leaves nothing behind."""
-    if fused.library() is None:
-        pytest.skip("no C compiler here")
     first = fused.build(directory=tmp_path)
     stamp = first.stat().st_mtime_ns
     assert fused.build(directory=tmp_path) == first and first.stat().st_mtime_ns == stamp
@@ -210,3 +216,19 @@ def test_no_kernels_when_switched_off_or_without_a_compiler(tmp_path, monkeypatc
         torch.testing.assert_close(op(u), eager_darcy(op)(u), rtol=0, atol=0)
     finally:
         fused.library.cache_clear()
+
+
+def test_a_bad_switch_is_one_line_and_exit_2(tmp_path):
+    """``OPSOLVE_FUSED=false`` (neither 0 nor 1): ``datagen generate`` stops with one line
+    naming the variable and what is allowed, exit status 2, no traceback."""
+    env = {**os.environ, "OPSOLVE_FUSED": "false"}
+    command = [sys.executable, "-m", "datagen.cli", "generate", str(SMALL_CONFIG)]
+    command += ["resolution=33", "solver.method=pcg", "samples.train=2", "samples.valid=1"]
+    command += ["samples.test=1"]
+    command += [f"output.dir={tmp_path / 'out'}", "--no-progress"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert (
+        "OPSOLVE_FUSED must be 0 (eager torch) or 1 (fused kernels), got 'false'" in result.stderr
+    )
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
