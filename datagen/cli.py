@@ -13,6 +13,7 @@ from pathlib import Path
 
 from datagen.core.commands import Failure, parse_command_line, run_command
 from datagen.core.errors import RankLost, SolverFailure, UserError
+from datagen.linalg import fused
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -189,8 +190,18 @@ def main(argv: list[str] | None = None) -> int:
         RankLost, 3, "job stopped", "; finished samples are kept: run the same command again"
     )
     return run_command(
-        "datagen", lambda: args.run(args), failures=[solve_failed, rank_lost], speak=_speaks
+        "datagen", lambda: _checked(args), failures=[solve_failed, rank_lost], speak=_speaks
     )
+
+
+def _checked(args) -> object:
+    """Run the command once the environment's switches are valid (a bad one is a user error,
+    found before any work)."""
+    try:
+        fused.switched_on()
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    return args.run(args)
 
 
 def _speaks(err: BaseException) -> bool:

@@ -29,8 +29,6 @@ from pathlib import Path
 
 import torch
 
-from datagen.core.errors import UserError
-
 SOURCE = Path(__file__).with_name("stencil_kernels.c")
 APPLY, RESIDUAL, SWEEP = 0, 1, 2  # out = A x; f - A x; x + w (f - A x)
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
@@ -73,16 +71,21 @@ def build(source: Path = SOURCE, directory: Path | None = None) -> Path:
     return target
 
 
-@functools.cache
-def library() -> ctypes.CDLL | None:
-    """The compiled kernels, or None where they cannot be had (see the module docstring).
-    ``OPSOLVE_FUSED`` other than unset, ``1`` or ``0`` is a :class:`UserError`."""
+def switched_on() -> bool:
+    """``OPSOLVE_FUSED``: unset or ``1`` on, ``0`` off; any other value a ``ValueError``
+    (the command line turns it into a one-line error before any work)."""
     switch = os.environ.get("OPSOLVE_FUSED", "1")
     if switch not in ("0", "1"):
-        raise UserError(
+        raise ValueError(
             f"OPSOLVE_FUSED must be 0 (eager torch) or 1 (fused kernels), got {switch!r}"
         )
-    if switch == "0":
+    return switch == "1"
+
+
+@functools.cache
+def library() -> ctypes.CDLL | None:
+    """The compiled kernels, or None where they cannot be had (see the module docstring)."""
+    if not switched_on():
         return None
     try:
         lib = ctypes.CDLL(str(build()))
