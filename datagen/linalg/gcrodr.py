@@ -33,11 +33,12 @@ Shapes: systems ``(B, *grid)``, flattened internally to ``(B, N)``; bases are st
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from datagen.linalg import fused
 from datagen.linalg.krylov import KrylovResult
 
 
@@ -96,8 +97,9 @@ def pair_with(apply, space: tuple[torch.Tensor, torch.Tensor]):
     au = torch.stack([apply(u[:, i]) for i in range(u.shape[1])], dim=1)
     q, r = torch.linalg.qr(au.mT)
     c = q.mT
-    u = torch.linalg.solve_triangular(r.mT, u, upper=False)
-    w = torch.linalg.solve_triangular(r.mT, w, upper=False)
+    # u <- R^{-T} u as u^T <- u^T R^{-1}: the solve on column-major N x k views, no transposes.
+    u = torch.linalg.solve_triangular(r, u.mT, upper=True, left=False).mT.contiguous()
+    w = torch.linalg.solve_triangular(r, w.mT, upper=True, left=False).mT.contiguous()
     return u, w, c
 
 
@@ -203,9 +205,15 @@ class _Cycle:
     target: torch.Tensor  # (Bc,) float64: tol * ||b||, the estimate that ends the cycle
     floor: torch.Tensor  # (Bc,) float64: 1e-14 ||b||, a breakdown (invariant subspace)
     budget: torch.Tensor  # (Bc,) steps each member may still take
-    min_budget: int  # the smallest of ``budget``
     operator: object
     preconditioner: object
+    fused_step: fused.ArnoldiStep | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.fused_step = fused.ArnoldiStep.plan(
+            self.basis, self.hbar, self.q, self.bmat, self.beta, self.target, self.floor,
+            self.budget, self.k,
+        )  # fmt: skip
 
     @property
     def c(self) -> torch.Tensor | None:
@@ -222,7 +230,7 @@ class _Cycle:
     def keep(self, mask: torch.Tensor) -> _Cycle:
         """The cycle restricted to the members where ``mask`` is True."""
         index = torch.nonzero(mask).flatten()
-        fields: dict = {"k": self.k, "min_budget": self.min_budget}
+        fields: dict = {"k": self.k}
         for name in ("members", "basis", "hbar", "q", "beta", "target", "floor", "budget"):
             fields[name] = getattr(self, name)[mask]
         for name in ("z", "bmat", "c0", "u", "w"):
@@ -309,7 +317,6 @@ def gcrodr(
         x = x + _combine(coef, u)
         r = r - _combine(coef, c)
     its = torch.zeros(batch, dtype=torch.int64, device=device)
-    per_member: list = [None] * batch  # current (u, w, c) per active member, when split
 
     while active.numel() > 0:
         # True residual: who is done (converged or out of iterations)?
@@ -341,23 +348,14 @@ def gcrodr(
         )
         results = _run_cycle(cycle, apply, restart, recycle, orthogonalization == "cgs2")
         # Gather the cycle's updates and new recycle spaces back into the active arrays.
-        new_spaces = []
-        for members, dx, steps, spaces in results:
+        groups = []
+        for members, dx, steps, space in results:
             x[members] = x[members] + dx
             its[members] = its[members] + steps
-            if spaces is not None:
-                for pos, sp in zip(members.tolist(), spaces, strict=True):
-                    per_member[pos] = sp
-                new_spaces += spaces
-        if recycle > 0 and len(new_spaces) == active.numel():
-            count = min(sp[0].shape[0] for sp in new_spaces)
-            if count > 0:
-                u = torch.stack([per_member[i][0][:count] for i in range(active.numel())])
-                w = torch.stack([per_member[i][1][:count] for i in range(active.numel())])
-                c = torch.stack([per_member[i][2][:count] for i in range(active.numel())])
-            else:
-                u = w = c = None
-        per_member = [None] * batch
+            if space is not None:
+                groups.append((members, space))
+        if recycle > 0:
+            u, w, c = _gather_spaces(groups, active.numel())
 
     recycled = None
     if recycle > 0 and all(sp is not None for sp in spaces_out):
@@ -413,7 +411,6 @@ def _start_cycle(A, M, r, u, w, c, m: int, target, floor, budget) -> _Cycle:
         target=target,
         floor=floor,
         budget=budget,
-        min_budget=int(budget.min()),
         operator=A,
         preconditioner=M,
     )
@@ -452,47 +449,65 @@ def _subtract_combination(v: torch.Tensor, h: torch.Tensor, rows: torch.Tensor) 
 def _run_cycle(cyc: _Cycle, apply, m: int, k_max: int, twice: bool) -> list:
     """Arnoldi steps until every member's cycle ends; returns finished groups.
 
-    Each group is ``(members, dx, steps, spaces)``: positions in the active arrays, the
-    solution updates (G, N), the steps taken, and per member the new ``(u, w, c)`` or None.
+    Each group is ``(members, dx, steps, space)``: positions in the active arrays, the
+    solution updates (G, N), the steps taken, and the new ``(u, w, c)`` (G, k', N) each, or
+    None when nothing is recycled.
+    A step after the operator is one fused call on the CPU (:class:`fused.ArnoldiStep`), else
+    :func:`_eager_step`; the two agree up to rounding. A preconditioner with ``into(r, out)``
+    (:class:`~datagen.linalg.krylov.Jacobi`) writes ``z_j`` in place.
     """
     out = []
     for j in range(m):
         k, M = cyc.k, cyc.preconditioner
+        into = getattr(M, "into", None)
         vj = cyc.basis[:, k + j]
-        zj = apply(M, vj) if M is not None else vj
-        if M is not None:
-            cyc.z[:, j] = zj
-        wv, h, hn = _orthogonalize(cyc.basis[:, : k + j + 1], apply(cyc.operator, zj), twice)
-        if k:
-            cyc.bmat[:, :, j] = h[:, :k]
-        torch.div(
-            wv, torch.where(hn > 0, hn, 1.0).to(wv.dtype)[:, None], out=cyc.basis[:, k + j + 1]
-        )
-        cyc.hbar[:, : j + 1, j] = h[:, k:]
-        cyc.hbar[:, j + 1, j] = hn.to(h.dtype)
-        # Rotate the new column by the rotations so far (one product), then fold the rotation
-        # that zeroes its last entry into q: rows j, j + 1 of q mix (one 2 x 2 product).
-        col = cyc.q[:, j : j + 2, : j + 2] @ cyc.hbar[:, : j + 2, j, None]
-        cj, sj, _ = _givens(col[:, 0, 0], col[:, 1, 0])
-        rotation = torch.stack([cj, sj, -sj.conj(), cj], -1).reshape(-1, 2, 2)
-        cyc.q[:, j : j + 2, : j + 2] = rotation @ cyc.q[:, j : j + 2, : j + 2]
+        if M is None:
+            zj = vj
+        elif into is not None:  # written in place: no temporary, no copy
+            zj = cyc.z[:, j]
+            into(vj, zj)
+        else:
+            zj = cyc.z[:, j]
+            zj.copy_(apply(M, vj))
+        w = apply(cyc.operator, zj)
+        if cyc.fused_step is not None:
+            finish, count = cyc.fused_step(w, j, twice)
+        else:
+            finish = _eager_step(cyc, j, w, twice)
+            count = int(finish.sum())
         steps = j + 1
         if steps == m:
-            finish = torch.ones_like(hn, dtype=torch.bool)
-        else:
-            # |g_{j+1}| = beta |q_{j+1, 0}|: the least-squares residual of the cycle.
-            estimate = (cyc.q[:, j + 1, 0].abs() * cyc.beta).to(torch.float64)
-            finish = (estimate <= cyc.target) | (hn <= cyc.floor)
-            if steps >= cyc.min_budget:
-                finish = finish | (steps >= cyc.budget)
-            if not bool(finish.any()):
-                continue
+            finish = torch.ones_like(finish)
+        elif count == 0:
+            continue
         everyone = bool(finish.all())
         out.append(_finish(cyc if everyone else cyc.keep(finish), steps, k_max))
         if everyone:
             break
         cyc = cyc.keep(~finish)
     return out
+
+
+def _eager_step(cyc: _Cycle, j: int, w: torch.Tensor, twice: bool) -> torch.Tensor:
+    """Step ``j`` after the operator in torch operations: orthogonalize ``w`` (Bc, N) =
+    ``A M^{-1} v_j`` against ``[C, V_{j+1}]``, store the new basis row and the Hessenberg and
+    ``B`` columns, rotate; returns which members' cycles end here (Bc,) bool."""
+    k = cyc.k
+    wv, h, hn = _orthogonalize(cyc.basis[:, : k + j + 1], w, twice)
+    if k:
+        cyc.bmat[:, :, j] = h[:, :k]
+    torch.div(wv, torch.where(hn > 0, hn, 1.0).to(wv.dtype)[:, None], out=cyc.basis[:, k + j + 1])
+    cyc.hbar[:, : j + 1, j] = h[:, k:]
+    cyc.hbar[:, j + 1, j] = hn.to(h.dtype)
+    # Rotate the new column by the rotations so far (one product), then fold the rotation
+    # that zeroes its last entry into q: rows j, j + 1 of q mix (one 2 x 2 product).
+    col = cyc.q[:, j : j + 2, : j + 2] @ cyc.hbar[:, : j + 2, j, None]
+    cj, sj, _ = _givens(col[:, 0, 0], col[:, 1, 0])
+    rotation = torch.stack([cj, sj, -sj.conj(), cj], -1).reshape(-1, 2, 2)
+    cyc.q[:, j : j + 2, : j + 2] = rotation @ cyc.q[:, j : j + 2, : j + 2]
+    # |g_{j+1}| = beta |q_{j+1, 0}|: the least-squares residual of the cycle.
+    estimate = (cyc.q[:, j + 1, 0].abs() * cyc.beta).to(torch.float64)
+    return (estimate <= cyc.target) | (hn <= cyc.floor) | (j + 1 >= cyc.budget)
 
 
 def _finish(cyc: _Cycle, steps: int, k_max: int):
@@ -508,14 +523,35 @@ def _finish(cyc: _Cycle, steps: int, k_max: int):
     dx = _combine(y, cyc.zs(j))
     if cyc.k:
         dx = dx + _combine(cyc.c0 - (cyc.bmat[:, :, :j] @ y[..., None])[..., 0], cyc.u)
-    spaces = None
-    if k_max > 0:
-        spaces = _new_space(cyc, j, k_max)
-    return cyc.members, dx, j, spaces
+    space = _new_space(cyc, j, k_max) if k_max > 0 else None
+    return cyc.members, dx, j, space
 
 
-def _new_space(cyc: _Cycle, j: int, k_max: int) -> list:
+def _gather_spaces(groups: list, active: int) -> tuple:
+    """The recycle spaces ``(u, w, c)`` (active, k', N) of the groups' members, in the active
+    order, ``k'`` the smallest count; ``(None, None, None)`` when it is 0. One group holding
+    every member in order (one chain, or members that ended their cycle together) passes
+    through uncopied."""
+    count = min(space[0].shape[1] for _, space in groups)
+    if count == 0:
+        return None, None, None
+    members, space = groups[0]
+    if len(groups) == 1 and members.numel() == active:  # then members = 0, 1, ..., active - 1
+        return tuple(t[:, :count] for t in space)
+    out = []
+    for part in range(3):
+        first = space[part]
+        gathered = first.new_empty((active, count, first.shape[2]))
+        for members, group_space in groups:
+            gathered[members] = group_space[part][:, :count]
+        out.append(gathered)
+    return tuple(out)
+
+
+def _new_space(cyc: _Cycle, j: int, k_max: int) -> tuple:
     """Harmonic Ritz recycle space from ``range([U D, Z_j])``: Parks et al., Alg. 1, 2.14.
+
+    Returns ``(u, w, c)`` (Bc, k', N) each, ``k' <= k_max`` (0 after a breakdown).
 
     ``What = [C, V_{j+1}]`` is the first ``k + j + 1`` rows of ``basis``; the other row sets
     (``[U D, Z_j]``, ``[W D, V_j]``) are combined in two products each, never copied.
@@ -541,16 +577,17 @@ def _new_space(cyc: _Cycle, j: int, k_max: int) -> list:
         choices = harmonic_ritz(gbar, wv, k_max, not dtype.is_complex)
     except RuntimeError:  # singular small problem (breakdown): recycle nothing this time
         empty = cyc.basis[:, :0]
-        return [(empty[i], empty[i], empty[i]) for i in range(bc)]
+        return empty, empty, empty
     count = min(p.shape[1] for p in choices)
     p = torch.stack([q[:, :count] for q in choices])  # (Bc, p, count)
     q, rr = torch.linalg.qr(gbar @ p)
     c_new = q.mT @ w_rows
-    pz = p[:, k:].mT
+    # Vhat P R^{-1}, the solve done on the small coefficients (P R^{-1})^T, not on the N columns.
+    coefficients = torch.linalg.solve_triangular(rr.mT, p.mT, upper=False)  # (Bc, count, p)
+    pz = coefficients[:, :, k:]
     u_new, w_new = pz @ cyc.zs(j), pz @ cyc.v(j)
     if k:
-        pu = (p[:, :k] * scale[:, :, None]).mT
-        u_new, w_new = u_new + pu @ cyc.u, w_new + pu @ cyc.w
-    u_new = torch.linalg.solve_triangular(rr.mT, u_new, upper=False)
-    w_new = torch.linalg.solve_triangular(rr.mT, w_new, upper=False)
-    return [(u_new[i], w_new[i], c_new[i]) for i in range(bc)]
+        pu = coefficients[:, :, :k] * scale[:, None, :]
+        u_new.baddbmm_(pu, cyc.u)
+        w_new.baddbmm_(pu, cyc.w)
+    return u_new, w_new, c_new

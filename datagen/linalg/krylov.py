@@ -246,6 +246,10 @@ class Jacobi:
     def __call__(self, r: torch.Tensor) -> torch.Tensor:
         return self.inverse * r
 
+    def into(self, r: torch.Tensor, out: torch.Tensor) -> None:
+        """``out = M^{-1} r`` with no new tensor; ``r`` and ``out`` (B, N) or (B, *grid)."""
+        torch.mul(self.inverse.reshape(r.shape), r, out=out)
+
     def subset(self, index: torch.Tensor) -> Jacobi:
         new = object.__new__(Jacobi)
         new.inverse = self.inverse[index]
