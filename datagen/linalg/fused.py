@@ -25,6 +25,7 @@ import ctypes
 import functools
 import hashlib
 import os
+import platform
 import shlex
 import subprocess
 import sysconfig
@@ -37,7 +38,11 @@ SOURCES = tuple(Path(__file__).with_name(f"{name}_kernels.c") for name in ("sten
 APPLY, RESIDUAL, SWEEP = 0, 1, 2  # out = A x; f - A x; x + w (f - A x)
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 _SMALL = 1 << 15  # grid points below which one thread does the whole call
-_FLAGS = (["-O3", "-fPIC", "-shared", "-fopenmp"], ["-O3", "-fPIC", "-shared", "-fopenmp-simd"])
+_FLAGS = (  # the first that compiles: this processor's vector units, else generic code
+    ["-O3", "-march=native", "-fPIC", "-shared", "-fopenmp"],
+    ["-O3", "-fPIC", "-shared", "-fopenmp"],
+    ["-O3", "-fPIC", "-shared", "-fopenmp-simd"],
+)
 
 
 def _cache_dir() -> Path:
@@ -49,6 +54,18 @@ def _compiler() -> list[str]:
     return shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")[:1]
 
 
+def _processor() -> bytes:
+    """What ``-march=native`` compiles for: the model and feature flags of the first processor
+    (Linux), else the platform's names; part of the cache key, so that machines sharing one
+    cache directory never load each other's builds."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    wanted = [line for line in lines if line.split(":")[0].strip() in ("model name", "flags")]
+    return "\n".join(wanted[:2] or [platform.machine(), platform.processor()]).encode()
+
+
 def build(sources: tuple[Path, ...] = SOURCES, directory: Path | None = None) -> Path:
     """Compile ``sources`` into one shared library in ``directory`` (the cache by default)
     unless it is there already; the file appears whole or not at all. Returns its path; raises
@@ -56,7 +73,7 @@ def build(sources: tuple[Path, ...] = SOURCES, directory: Path | None = None) ->
     sources = tuple(source.resolve() for source in sources)  # each includes itself by its path
     text = b"".join(source.read_bytes() for source in sources)
     recipe = " ".join(_compiler() + [" ".join(flags) for flags in _FLAGS])
-    key = hashlib.sha256(text + recipe.encode()).hexdigest()[:16]
+    key = hashlib.sha256(text + recipe.encode() + _processor()).hexdigest()[:16]
     directory = directory or _cache_dir()
     target = directory / f"kernels-{key}.so"
     if target.exists():
@@ -64,7 +81,7 @@ def build(sources: tuple[Path, ...] = SOURCES, directory: Path | None = None) ->
     directory.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=directory) as scratch:
         built = Path(scratch) / target.name
-        for flags in _FLAGS:  # with OpenMP, else without
+        for flags in _FLAGS:
             command = [*_compiler(), *flags, "-o", str(built), *map(str, sources)]
             done = subprocess.run(command, capture_output=True, timeout=120)
             if done.returncode == 0:
