@@ -141,4 +141,45 @@ int SUFFIX(arnoldi_step)(long batch, long n, long k, long m, long j, int twice, 
     return count;
 }
 
+void SUFFIX(darcy5)(long rows, long n0, long n1, int mode, int threads, const REAL *x,
+                    const REAL *f, const REAL *w, const REAL *d, const REAL *wx, const REAL *wy,
+                    REAL *out); /* stencil_kernels.c, in the same library */
+
+/* Steps j0, j0 + 1, ... of a cycle on the Darcy 5-point operator with a Jacobi preconditioner
+ * (inv (B, n0, n1) its inverse diagonal, z (B, m, n) the preconditioned basis) or none (both
+ * NULL): z_j = inv v_j, w = A z_j (d, wx, wy as darcy5's, per member), then arnoldi_step, until
+ * some member's cycle ends or step m - 1 is done, with no return to Python in between. *last
+ * is the last step taken; returns arnoldi_step's count there, finish its flags. w (B, n) is
+ * scratch. The same arithmetic as the step-by-step path (the same kernels in the same order). */
+int SUFFIX(arnoldi_darcy_steps)(long batch, long n0, long n1, long k, long m, long j0, int twice,
+                                int threads, REAL *basis, REAL *z, const REAL *inv,
+                                const REAL *d, const REAL *wx, const REAL *wy, REAL *w,
+                                REAL *hbar, REAL *q, REAL *bmat, const REAL *beta,
+                                const double *target, const double *floor_, const long *budget,
+                                REAL *h_all, REAL *hnorm, unsigned char *finish, long *last) {
+    long n = n0 * n1, width = k + m + 1;
+    int count = 0;
+    for (long j = j0; j < m; j++) {
+#pragma omp parallel for num_threads(threads) schedule(static) if (batch > 1)
+        for (long b = 0; b < batch; b++) {
+            const REAL *v = basis + (b * width + k + j) * n;
+            const REAL *x = v;
+            if (inv) {
+                REAL *zj = z + (b * m + j) * n;
+                const REAL *ib = inv + b * n;
+#pragma omp simd
+                for (long t = 0; t < n; t++) zj[t] = ib[t] * v[t];
+                x = zj;
+            }
+            SUFFIX(darcy5)(n0, n0, n1, 0, 1, x, x, x, d + b * n, wx + b * (n0 - 1) * n1,
+                           wy + b * n0 * (n1 - 1), w + b * n);
+        }
+        count = SUFFIX(arnoldi_step)(batch, n, k, m, j, twice, threads, basis, w, hbar, q, bmat,
+                                     beta, target, floor_, budget, h_all, hnorm, finish);
+        *last = j;
+        if (count > 0) break;
+    }
+    return count;
+}
+
 #endif

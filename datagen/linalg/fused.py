@@ -128,6 +128,9 @@ def library() -> ctypes.CDLL | None:
         step = getattr(lib, f"arnoldi_step_{suffix}")
         step.argtypes = [ctypes.c_long] * 5 + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 12
         step.restype = ctypes.c_int
+        steps = getattr(lib, f"arnoldi_darcy_steps_{suffix}")
+        steps.argtypes = [ctypes.c_long] * 6 + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 18
+        steps.restype = ctypes.c_int
     return lib
 
 
@@ -335,11 +338,17 @@ class ArnoldiStep:
     members whose cycle ends after this step (residual estimate ``beta |q[j + 1, 0]|`` at most
     ``target``, new norm at most ``floor``, or ``budget`` spent), a bool tensor (Bc,), and how
     many. Use :meth:`plan`, which returns None where the kernel cannot run.
+
+    Planned with the cycle's Darcy operator (and Jacobi preconditioner), ``run(j, twice)`` also
+    does the preconditioner and the operator in C and takes steps ``j, j + 1, ...`` until some
+    member's cycle ends: ``(finish, count, last)`` with ``last`` the step it ended at (``runs``
+    says whether it can).
     """
 
-    def __init__(self, kernel, arrays: dict, k: int, threads: int) -> None:
-        self._kernel = kernel
-        self._arrays = arrays  # kept alive: the kernel holds their addresses
+    def __init__(self, lib, arrays: dict, k: int, threads: int, darcy: dict | None) -> None:
+        suffix = _SUFFIX[arrays["basis"].dtype]
+        self._kernel = getattr(lib, f"arnoldi_step_{suffix}")
+        self._arrays = arrays  # kept alive: the kernels hold their addresses
         basis = arrays["basis"]
         self._batch, self._n, self._k = basis.shape[0], basis.shape[2], k
         self._m = arrays["hbar"].shape[2]
@@ -351,11 +360,28 @@ class ArnoldiStep:
         self._pointers = [ctypes.c_void_p(arrays[name].data_ptr()) for name in order]
         self._pointers += [ctypes.c_void_p(t.data_ptr()) for t in (self._h, self._hnorm)]
         self._pointers.append(ctypes.c_void_p(self._finish.data_ptr()))
+        self.runs = darcy is not None
+        if darcy is not None:
+            self._darcy = darcy  # kept alive
+            self._runner = getattr(lib, f"arnoldi_darcy_steps_{suffix}")
+            self._w = basis.new_empty((self._batch, self._n))
+            self._last = torch.zeros(1, dtype=torch.int64)
+            grid = darcy["diagonal"].shape[1:]
+            pointer = lambda t: ctypes.c_void_p(None if t is None else t.data_ptr())  # noqa: E731
+            operands = [darcy[name] for name in ("z", "inverse", "diagonal", "wx", "wy")]
+            self._run_head = [self._batch, *grid, k, self._m]
+            self._run_pointers = [self._pointers[0], *map(pointer, operands), pointer(self._w)]
+            self._run_pointers += [*self._pointers[1:], pointer(self._last)]
 
     @classmethod
-    def plan(cls, basis, hbar, q, bmat, beta, target, floor, budget, k: int) -> ArnoldiStep | None:
+    def plan(
+        cls, basis, hbar, q, bmat, beta, target, floor, budget, k: int, darcy: dict | None = None
+    ) -> ArnoldiStep | None:
         """The step for these arrays (shapes as ``_Cycle``; ``bmat`` None when ``k = 0``), or
-        None: no kernels, complex or CUDA tensors, or arrays not contiguous."""
+        None: no kernels, complex or CUDA tensors, or arrays not contiguous. ``darcy``: the
+        operator's ``diagonal`` (Bc, n0, n1), ``wx``, ``wy`` (as :func:`darcy5`), the Jacobi
+        ``inverse`` (Bc, n0, n1) and the cycle's ``z`` (Bc, m, N), both None without a
+        preconditioner; where they are usable the step also ``runs``."""
         lib = library()
         bmat = hbar if bmat is None else bmat  # unread when k = 0
         if lib is None or not _usable(basis, hbar, q, bmat, beta):
@@ -375,7 +401,7 @@ class ArnoldiStep:
         arrays = dict(basis=basis, hbar=hbar, q=q, bmat=bmat, beta=beta, target=target)
         arrays.update(floor=floor, budget=budget)
         threads = torch.get_num_threads() if batch > 1 else 1
-        return cls(getattr(lib, f"arnoldi_step_{_SUFFIX[basis.dtype]}"), arrays, k, threads)
+        return cls(lib, arrays, k, threads, darcy if _darcy_usable(darcy, basis, m) else None)
 
     def __call__(self, w: torch.Tensor, j: int, twice: bool) -> tuple[torch.Tensor, int]:
         if w.shape != (self._batch, self._n) or not _usable(self._arrays["basis"], w):
@@ -386,3 +412,31 @@ class ArnoldiStep:
             p[0], ctypes.c_void_p(w.data_ptr()), *p[1:],
         )  # fmt: skip
         return self._finish, count
+
+    def run(self, j: int, twice: bool) -> tuple[torch.Tensor, int, int]:
+        """Steps ``j, j + 1, ...`` (preconditioner, operator and step in C) until some member's
+        cycle ends or step ``m - 1`` is done: ``(finish, count, last)``."""
+        count = self._runner(*self._run_head, j, int(twice), self._threads, *self._run_pointers)
+        return self._finish, count, int(self._last)
+
+
+def _darcy_usable(darcy: dict | None, basis: torch.Tensor, m: int) -> bool:
+    """Whether :meth:`ArnoldiStep.run` can use these operands (see :meth:`ArnoldiStep.plan`)."""
+    if darcy is None:
+        return False
+    names = ("diagonal", "wx", "wy", "inverse", "z")
+    diagonal, wx, wy, inverse, z = (darcy[name] for name in names)
+    if diagonal.ndim != 3 or not _usable(basis, diagonal, wx, wy):
+        return False
+    batch, n0, n1 = diagonal.shape
+    if batch != basis.shape[0] or n0 * n1 != basis.shape[2]:
+        return False
+    if wx.shape != (batch, n0 - 1, n1) or wy.shape != (batch, n0, n1 - 1):
+        return False
+    if (inverse is None) != (z is None):
+        return False
+    if inverse is None:
+        return True
+    return _usable(basis, inverse, z) and inverse.shape == diagonal.shape and z.shape == (
+        batch, m, n0 * n1
+    )  # fmt: skip

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from datagen.linalg import fused
-from datagen.linalg.krylov import KrylovResult
+from datagen.linalg.krylov import Jacobi, KrylovResult
 
 
 @dataclass
@@ -212,8 +212,19 @@ class _Cycle:
     def __post_init__(self) -> None:
         self.fused_step = fused.ArnoldiStep.plan(
             self.basis, self.hbar, self.q, self.bmat, self.beta, self.target, self.floor,
-            self.budget, self.k,
+            self.budget, self.k, self._darcy(),
         )  # fmt: skip
+
+    def _darcy(self) -> dict | None:
+        """The operands of the fused steps (:meth:`fused.ArnoldiStep.plan`) when the operator
+        is a 5-point one (``five_point()``) and the preconditioner Jacobi or none."""
+        five_point = getattr(self.operator, "five_point", None)
+        pre = self.preconditioner
+        if five_point is None or not (pre is None or isinstance(pre, Jacobi)):
+            return None
+        diagonal, wx, wy = five_point()
+        inverse = pre.inverse if pre is not None else None
+        return dict(diagonal=diagonal, wx=wx, wy=wy, inverse=inverse, z=self.z)
 
     @property
     def c(self) -> torch.Tensor | None:
@@ -452,30 +463,20 @@ def _run_cycle(cyc: _Cycle, apply, m: int, k_max: int, twice: bool) -> list:
     Each group is ``(members, dx, steps, space)``: positions in the active arrays, the
     solution updates (G, N), the steps taken, and the new ``(u, w, c)`` (G, k', N) each, or
     None when nothing is recycled.
-    A step after the operator is one fused call on the CPU (:class:`fused.ArnoldiStep`), else
-    :func:`_eager_step`; the two agree up to rounding. A preconditioner with ``into(r, out)``
-    (:class:`~datagen.linalg.krylov.Jacobi`) writes ``z_j`` in place.
+    On a CPU the steps of a Darcy operator with Jacobi or no preconditioner run in C until a
+    member's cycle ends (:meth:`fused.ArnoldiStep.run`); other operators take one step at a
+    time (:func:`_step`). Both give the same result up to rounding.
     """
     out = []
-    for j in range(m):
-        k, M = cyc.k, cyc.preconditioner
-        into = getattr(M, "into", None)
-        vj = cyc.basis[:, k + j]
-        if M is None:
-            zj = vj
-        elif into is not None:  # written in place: no temporary, no copy
-            zj = cyc.z[:, j]
-            into(vj, zj)
+    j = 0
+    while j < m:
+        fused_step = cyc.fused_step
+        if fused_step is not None and fused_step.runs:
+            finish, count, j = fused_step.run(j, twice)
         else:
-            zj = cyc.z[:, j]
-            zj.copy_(apply(M, vj))
-        w = apply(cyc.operator, zj)
-        if cyc.fused_step is not None:
-            finish, count = cyc.fused_step(w, j, twice)
-        else:
-            finish = _eager_step(cyc, j, w, twice)
-            count = int(finish.sum())
+            finish, count = _step(cyc, apply, j, twice)
         steps = j + 1
+        j += 1
         if steps == m:
             finish = torch.ones_like(finish)
         elif count == 0:
@@ -486,6 +487,29 @@ def _run_cycle(cyc: _Cycle, apply, m: int, k_max: int, twice: bool) -> list:
             break
         cyc = cyc.keep(~finish)
     return out
+
+
+def _step(cyc: _Cycle, apply, j: int, twice: bool) -> tuple[torch.Tensor, int]:
+    """Arnoldi step ``j``: ``z_j = M^{-1} v_j`` (in place for a preconditioner with
+    ``into(r, out)``, :class:`~datagen.linalg.krylov.Jacobi`), ``w = A z_j``, then one fused
+    call (:class:`fused.ArnoldiStep`) or :func:`_eager_step`. Returns ``(finish (Bc,) bool,
+    how many)``."""
+    M = cyc.preconditioner
+    vj = cyc.basis[:, cyc.k + j]
+    if M is None:
+        zj = vj
+    else:
+        zj = cyc.z[:, j]
+        into = getattr(M, "into", None)
+        if into is not None:
+            into(vj, zj)
+        else:
+            zj.copy_(apply(M, vj))
+    w = apply(cyc.operator, zj)
+    if cyc.fused_step is not None:
+        return cyc.fused_step(w, j, twice)
+    finish = _eager_step(cyc, j, w, twice)
+    return finish, int(finish.sum())
 
 
 def _eager_step(cyc: _Cycle, j: int, w: torch.Tensor, twice: bool) -> torch.Tensor:

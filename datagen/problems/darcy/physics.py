@@ -115,6 +115,12 @@ class DarcyOperator:
         out = fused.darcy5(fused.SWEEP, u, f, weight, self._diag, self._wx, self._wy)
         return out if out is not None else torch.addcmul(u, weight, self.residual(f, u))
 
+    def five_point(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The stencil scaled by ``1/h^2``: diagonal (B, s-2, s-2), couplings of node ``i``
+        with ``i + 1`` (B, s-3, s-2) and of ``j`` with ``j + 1`` (B, s-2, s-3), for kernels
+        that apply the operator themselves (:class:`datagen.linalg.fused.ArnoldiStep`)."""
+        return self._diag, self._wx, self._wy
+
     def _add_neighbours(self, out: torch.Tensor, u: torch.Tensor, sign: int) -> torch.Tensor:
         """``out += sign * (sum of the four face couplings a_f u_neighbour / h^2)`` in place."""
         out[..., :-1, :].addcmul_(self._wx, u[..., 1:, :], value=sign)
