@@ -25,11 +25,14 @@ Krylov = Callable[[Any, torch.Tensor, Any, Any, Any], KrylovResult]
 
 def leading(state: Any, count: int) -> Any:
     """The recycle state of the first ``count`` chains (a tensor (C, k, *grid) as from
-    :func:`datagen.linalg.krylov.pcg`, or anything with ``subset(index)``); None stays None."""
+    :func:`datagen.linalg.krylov.pcg`, or anything with ``subset(index)``); None stays None,
+    and a state of ``count`` members (with ``len``) is passed on uncopied."""
     if state is None:
         return None
     if isinstance(state, torch.Tensor):
         return state[:count]
+    if hasattr(state, "__len__") and len(state) == count:
+        return state
     return state.subset(torch.arange(count))
 
 

@@ -60,6 +60,10 @@ class RecycleSpace:
     def k(self) -> int:
         return self.u.shape[1]
 
+    def __len__(self) -> int:
+        """Batch members."""
+        return self.u.shape[0]
+
     def subset(self, index: torch.Tensor) -> RecycleSpace:
         """The spaces of batch members ``index``."""
         return RecycleSpace(self.u[index], self.w[index])
@@ -394,6 +398,15 @@ def gmres(
     )
 
 
+def _room_of(c: torch.Tensor, width: int) -> torch.Tensor | None:
+    """The buffer (Bc, width, N) whose first rows ``c`` (Bc, k, N) is, as :func:`_new_space`
+    makes it, so that the next cycle's basis needs no copy of ``c``; else None."""
+    base = c._base
+    if base is None or base.shape != (c.shape[0], width, c.shape[2]):
+        return None
+    return base if c.data_ptr() == base.data_ptr() and c.stride() == base.stride() else None
+
+
 def _start_cycle(A, M, r, u, w, c, m: int, target, floor, budget) -> _Cycle:
     """Allocate a cycle: ``v_1 = (I - C C^H) r / ||.||``, ``g = beta e_1``."""
     bc, n = r.shape
@@ -402,9 +415,11 @@ def _start_cycle(A, M, r, u, w, c, m: int, target, floor, budget) -> _Cycle:
     c0 = _inner(c, r) if c is not None else None
     r_perp = r - _combine(c0, c) if c is not None else r
     beta = _norm(r_perp)
-    basis = r.new_empty((bc, k + m + 1, n))
-    if k:
-        basis[:, :k] = c
+    basis = _room_of(c, k + m + 1) if k else None
+    if basis is None:
+        basis = r.new_empty((bc, k + m + 1, n))
+        if k:
+            basis[:, :k] = c
     basis[:, k] = r_perp / torch.where(beta > 0, beta, 1.0).to(dtype)[:, None]
     q = torch.eye(m + 1, dtype=dtype, device=r.device).expand(bc, m + 1, m + 1).clone()
     return _Cycle(
@@ -605,7 +620,9 @@ def _new_space(cyc: _Cycle, j: int, k_max: int) -> tuple:
     count = min(p.shape[1] for p in choices)
     p = torch.stack([q[:, :count] for q in choices])  # (Bc, p, count)
     q, rr = torch.linalg.qr(gbar @ p)
-    c_new = q.mT @ w_rows
+    # C lands in the first rows of the next cycle's basis (see _room_of).
+    room = w_rows.new_empty((bc, count + cyc.hbar.shape[2] + 1, w_rows.shape[2]))
+    c_new = torch.matmul(q.mT, w_rows, out=room[:, :count])
     # Vhat P R^{-1}, the solve done on the small coefficients (P R^{-1})^T, not on the N columns.
     coefficients = torch.linalg.solve_triangular(rr.mT, p.mT, upper=False)  # (Bc, count, p)
     pz = coefficients[:, :, k:]
