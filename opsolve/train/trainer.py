@@ -270,11 +270,11 @@ def _train(
         prepare_run_dir(paths, state.epoch if checkpoint is not None else None, overwrite)
         write_text_atomic(paths.config, dump_config(resolved))
         where = f"resumed after epoch {state.epoch}" if checkpoint is not None else "started"
+        grid = "x".join([str(data.train.resolution)] * data.train.ndim)  # 64, 64x64, ...
         log(
             f"run {where}: model {cfg.model.name} ({count_parameters(op.model):,} parameters), "
             f"data {data.train.root} ({len(data.train)} train / {len(data.valid)} valid at "
-            f"{data.train.resolution}x{data.train.resolution}), {info.world} process(es) on "
-            f"{device.type}, {cfg.precision}"
+            f"{grid}), {info.world} process(es) on {device.type}, {cfg.precision}"
         )
     D.barrier(info)
 

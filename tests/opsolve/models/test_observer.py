@@ -4,6 +4,7 @@ training, checkpoints, the assimilate command and its bad input."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -194,6 +195,12 @@ def test_training_lowers_the_loss(observer_run):
     header = rows[0].split(",")
     loss = [float(r.split(",")[header.index("train_loss")]) for r in rows[1:]]
     assert len(loss) == 4 and loss[-1] < 0.8 * loss[0]
+
+
+def test_the_run_log_names_a_1d_grid(observer_run):
+    """The first log line gives the grid as it is: one size for 1-D data, not ``s x s``."""
+    first = (observer_run / "log.txt").read_text().splitlines()[0]
+    assert re.search(r"valid at \d+\), ", first), first
 
 
 def test_a_checkpoint_round_trip_gives_identical_rollouts(observer_run, ks_data):
