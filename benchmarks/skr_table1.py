@@ -20,7 +20,10 @@ Rows:
 - ``gmres40-C``: GMRES(40) along the same C chains (the non-recycled baseline with that batching);
 - ``skr-1-cgs2``: ``skr-1`` with the solver's default orthogonalization (classical Gram-Schmidt
   with a second pass when needed) instead of PETSc's one pass, which every other row of ours
-  uses so that the method is PETSc's.
+  uses so that the method is PETSc's;
+- ``gmres40-f32``, ``skr-1-f32``: ``gmres40`` and ``skr-1`` with float32 cycles
+  (``cycle_dtype``: each restart corrects the float64 solution from its float64 residual; the
+  same tolerance on the true residual).
 
 Under the table: the paper's ratio (GMRES time / SKR time, and in iterations) and SKR against
 PETSc. Rows ``*-t1`` run on one torch thread (``--threads``, default 1: a chain is sequential).
@@ -58,10 +61,12 @@ def coefficients(count: int) -> np.ndarray:
     return np.exp(gaussian_random_field(seeds, SIZE, 2.5, 7.0, "periodic").numpy())
 
 
-def ours(a: np.ndarray, chains: int, sort: bool, recycle: int, orth: str = "cgs") -> list:
+def ours(
+    a: np.ndarray, chains: int, sort: bool, recycle: int, orth: str = "cgs", cycles=None
+) -> list:
     """GCRO-DR(40, recycle) (GMRES(40) for 0) with Jacobi along ``chains`` chains, zero start,
-    orthogonalization ``orth``; per system ``(x, seconds share, iterations)``; the sort is
-    inside the timer."""
+    orthogonalization ``orth``, cycles in ``cycles`` (None: float64); per system ``(x, seconds
+    share, iterations)``; the sort is inside the timer."""
     start = time.perf_counter()
     order = sort_fields(a, method="greedy") if sort else np.arange(len(a))
 
@@ -70,7 +75,7 @@ def ours(a: np.ndarray, chains: int, sort: bool, recycle: int, orth: str = "cgs"
         return op, Jacobi(op.diagonal()), rhs
 
     def krylov(op, rhs, x0, pre, space):
-        return gcrodr(op, rhs, x0, pre, TOL, RESTART, recycle, MAXITER, space, orth)
+        return gcrodr(op, rhs, x0, pre, TOL, RESTART, recycle, MAXITER, space, orth, cycles)
 
     x, info = solve_chains(order, chains, system, krylov, "skr", False)
     share = (time.perf_counter() - start) / len(a)
@@ -115,6 +120,8 @@ def main() -> None:
         "skr-1": lambda: on_threads(t, lambda: ours(a, 1, True, RECYCLE)),
         f"skr-{c}": lambda: ours(a, c, True, RECYCLE),
         "skr-1-cgs2": lambda: on_threads(t, lambda: ours(a, 1, True, RECYCLE, "cgs2")),
+        "gmres40-f32": lambda: on_threads(t, lambda: ours(a, 1, False, 0, "cgs", torch.float32)),
+        "skr-1-f32": lambda: on_threads(t, lambda: ours(a, 1, True, RECYCLE, "cgs", torch.float32)),
     }
     unknown = set(args.only or []) - set(solvers)
     if unknown:
@@ -154,6 +161,8 @@ def main() -> None:
         ("skr-1", "petsc-gmres40"),
         (f"skr-{c}", "petsc-gmres40-2"),
         ("gmres40", "petsc-gmres40"),
+        ("skr-1-f32", "gmres40-f32"),
+        ("skr-1-f32", "petsc-gmres40"),
     ]
     print_speedups(f"Darcy n = {(SIZE - 2) ** 2}", rows, pairs)
 

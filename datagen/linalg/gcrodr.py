@@ -268,6 +268,7 @@ def gcrodr(
     maxiter: int = 1000,
     space: RecycleSpace | None = None,
     orthogonalization: str = "cgs2",
+    cycle_dtype: torch.dtype | None = None,
 ) -> KrylovResult:
     """GCRO-DR(m, k) for a batch of (nonsymmetric, indefinite, complex) systems.
 
@@ -288,6 +289,14 @@ def gcrodr(
             converging systems it is needed at almost every step), or ``"cgs"`` one pass
             (PETSc's GMRES default; half the memory traffic of a step's orthogonalization).
             The stopping test is on the true residual either way.
+        cycle_dtype: the precision of the cycles (Arnoldi basis, recycle space, and copies of
+            the operator and preconditioner made by their ``.to(dtype)``); None: ``rhs``'s.
+            ``torch.float32`` for float64 systems: each cycle computes a correction in float32,
+            the residual, the solution and the stopping test stay in float64 (iterative
+            refinement at every restart), so the tolerance holds on the true residual. Each
+            cycle then starts from ``C = A U`` recomputed (k applications and a thin QR): in
+            float32 the relation drifts by about the unit roundoff times the condition number
+            per cycle, which stalled GCRO-DR on the SKR paper's systems.
 
     Returns:
         :class:`~datagen.linalg.krylov.KrylovResult`; ``iterations`` counts Arnoldi steps;
@@ -303,6 +312,14 @@ def gcrodr(
         )
     batch, grid = rhs.shape[0], rhs.shape[1:]
     device, dtype = rhs.device, rhs.dtype
+    low = dtype if cycle_dtype is None else cycle_dtype
+    if (
+        not isinstance(low, torch.dtype)
+        or low.is_complex != dtype.is_complex
+        or not (low.is_floating_point or low.is_complex)
+    ):
+        kind = "complex" if dtype.is_complex else "real floating"
+        raise ValueError(f"cycle_dtype must be a {kind} dtype like rhs's {dtype}, got {low}")
 
     def apply(op, v: torch.Tensor) -> torch.Tensor:
         return op(v.reshape(v.shape[0], *grid)).reshape(v.shape[0], -1)
@@ -319,19 +336,21 @@ def gcrodr(
 
     active = torch.arange(batch, device=device)
     A, M = operator, preconditioner
+    A_low, M_low = (
+        _in_dtype(A, low, dtype, "an operator"),
+        _in_dtype(M, low, dtype, "a preconditioner"),
+    )
     u = w = c = None
     if space is not None and recycle > 0 and space.k > 0:
         k0 = min(space.k, recycle)
         u, w, c = pair_with(
-            lambda v: apply(A, v),
-            (space.u[:, :k0].reshape(batch, k0, -1), space.w[:, :k0].reshape(batch, k0, -1)),
+            lambda v: apply(A_low, v),
+            tuple(t[:, :k0].reshape(batch, k0, -1).to(low) for t in (space.u, space.w)),
         )
-    r = b - apply(A, x)
     if c is not None:
-        coef = _inner(c, r)
-        x = x + _combine(coef, u)
-        r = r - _combine(coef, c)
+        x = x + _combine(_inner(c, (b - apply(A, x)).to(low)), u).to(dtype)
     its = torch.zeros(batch, dtype=torch.int64, device=device)
+    stale = False  # whether C = A U must be recomputed before the next cycle (low precision)
 
     while active.numel() > 0:
         # True residual: who is done (converged or out of iterations)?
@@ -352,25 +371,30 @@ def gcrodr(
             active = active[keep]
             if active.numel() == 0:
                 break
-            A = A.subset(index)
-            M = M.subset(index) if M is not None else None
+            A, A_low = _subset_both(A, A_low, index)
+            M, M_low = _subset_both(M, M_low, index)
             b, x, r, its = b[keep], x[keep], r[keep], its[keep]
             if u is not None:
                 u, w, c = u[keep], w[keep], c[keep]
+        if stale and u is not None:  # C = A U again, for the members that go on
+            u, w, c = pair_with(lambda v, op=A_low: apply(op, v), (u, w))
+        stale = False
         local_norm = norm_b[active]
         cycle = _start_cycle(
-            A, M, r, u, w, c, restart, tol * local_norm, 1e-14 * local_norm, maxiter - its
-        )
+            A_low, M_low, r.to(low), u, w, c, restart, tol * local_norm, 1e-14 * local_norm,
+            maxiter - its,
+        )  # fmt: skip
         results = _run_cycle(cycle, apply, restart, recycle, orthogonalization == "cgs2")
         # Gather the cycle's updates and new recycle spaces back into the active arrays.
         groups = []
         for members, dx, steps, space in results:
-            x[members] = x[members] + dx
+            x[members] = x[members] + dx.to(dtype)
             its[members] = its[members] + steps
             if space is not None:
                 groups.append((members, space))
         if recycle > 0:
             u, w, c = _gather_spaces(groups, active.numel())
+            stale = low != dtype
 
     recycled = None
     if recycle > 0 and all(sp is not None for sp in spaces_out):
@@ -382,6 +406,26 @@ def gcrodr(
     return KrylovResult(x_out.reshape(rhs.shape), iterations, residual, converged, recycled)
 
 
+def _in_dtype(obj, dtype: torch.dtype, native: torch.dtype, role: str):
+    """``obj`` (an operator or preconditioner in ``native``, or None) in ``dtype``: itself
+    when the two are the same, else ``obj.to(dtype)``."""
+    if obj is None or dtype == native:
+        return obj
+    convert = getattr(obj, "to", None)
+    if convert is None:
+        raise ValueError(f"cycle_dtype {dtype} needs {role} with .to(dtype)")
+    return convert(dtype)
+
+
+def _subset_both(obj, low, index: torch.Tensor) -> tuple:
+    """``obj`` and its copy in the cycles' precision ``low`` restricted to members ``index``
+    (one subset when they are the same object)."""
+    if obj is None:
+        return None, None
+    kept = obj.subset(index)
+    return kept, (kept if low is obj else low.subset(index))
+
+
 def gmres(
     operator,
     rhs: torch.Tensor,
@@ -391,11 +435,13 @@ def gmres(
     restart: int = 40,
     maxiter: int = 1000,
     orthogonalization: str = "cgs2",
+    cycle_dtype: torch.dtype | None = None,
 ) -> KrylovResult:
     """Right-preconditioned, restarted GMRES(m) for a batch: :func:`gcrodr` with ``k = 0``."""
     return gcrodr(
-        operator, rhs, x0, preconditioner, tol, restart, 0, maxiter, None, orthogonalization
-    )
+        operator, rhs, x0, preconditioner, tol, restart, 0, maxiter, None, orthogonalization,
+        cycle_dtype,
+    )  # fmt: skip
 
 
 def _room_of(c: torch.Tensor, width: int) -> torch.Tensor | None:

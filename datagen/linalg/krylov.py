@@ -250,6 +250,14 @@ class Jacobi:
         """``out = M^{-1} r`` with no new tensor; ``r`` and ``out`` (B, N) or (B, *grid)."""
         torch.mul(self.inverse.reshape(r.shape), r, out=out)
 
+    def to(self, dtype: torch.dtype) -> Jacobi:
+        """The preconditioner in ``dtype`` (itself if already)."""
+        if dtype == self.inverse.dtype:
+            return self
+        new = object.__new__(Jacobi)
+        new.inverse = self.inverse.to(dtype)
+        return new
+
     def subset(self, index: torch.Tensor) -> Jacobi:
         new = object.__new__(Jacobi)
         new.inverse = self.inverse[index]

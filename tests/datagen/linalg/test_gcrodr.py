@@ -156,3 +156,57 @@ def test_iteration_cap_reports_unconverged_members():
     assert float(capped.residual.min()) > 1e-12
     with pytest.raises(ValueError, match="tol must be positive"):
         gmres(Dense(matrices), rhs, tol=0.0)
+
+
+def darcy_sequence(count: int, n: int = 14, seed: int = 5):
+    """``count`` Jacobi-preconditioned float64 Darcy systems of one slowly varying family."""
+    from datagen.linalg.krylov import Jacobi
+    from datagen.problems.darcy.physics import DarcyOperator
+
+    gen = torch.Generator().manual_seed(seed)
+    base = torch.randn(1, n + 2, n + 2, generator=gen, dtype=torch.float64)
+    out = []
+    for i in range(count):
+        a = torch.exp(base + 0.05 * i * torch.randn(base.shape, generator=gen).double())
+        op = DarcyOperator.from_coefficient(a)
+        out.append((op, Jacobi(op.diagonal()), torch.ones(1, n, n, dtype=torch.float64)))
+    return out
+
+
+@pytest.mark.parametrize("recycle", [0, 6])
+def test_float32_cycles_reach_the_float64_tolerance(recycle):
+    """``cycle_dtype=float32`` on float64 Darcy systems along a sequence: every solve reaches
+    the tolerance on its float64 true residual (recomputed here), with iterations within 15%
+    of the float64 cycles', and the recycle space comes back in float32. ``cycle_dtype`` equal
+    to the systems' dtype is the default path, bit for bit."""
+    tol = 1e-9
+    outcomes = {}
+    for cycles in (None, torch.float32, torch.float64):
+        space, rows = None, []
+        for op, pre, rhs in darcy_sequence(4):
+            result = gcrodr(op, rhs, None, pre, tol, 12, recycle, 5000, space, "cgs", cycles)
+            true = float((rhs - op(result.x)).norm() / rhs.norm())
+            assert bool(result.converged.all()) and true <= tol * 1.01, (cycles, true)
+            space = result.recycle
+            rows.append(result)
+        if recycle:
+            assert space.u.dtype == (torch.float32 if cycles == torch.float32 else torch.float64)
+        outcomes[cycles] = rows
+    for low, full in zip(outcomes[torch.float32], outcomes[None], strict=True):
+        steps, reference = int(low.iterations[0]), int(full.iterations[0])
+        assert abs(steps - reference) <= 0.15 * reference
+        assert low.x.dtype == torch.float64
+    for same, full in zip(outcomes[torch.float64], outcomes[None], strict=True):
+        assert torch.equal(same.x, full.x) and torch.equal(same.iterations, full.iterations)
+
+
+def test_bad_cycle_dtypes_are_refused():
+    """A complex or integer ``cycle_dtype`` for real systems, or an operator that cannot be
+    converted, is one ValueError naming what is wrong."""
+    op, pre, rhs = darcy_sequence(1)[0]
+    for bad in (torch.complex64, torch.int32):
+        with pytest.raises(ValueError, match="cycle_dtype must be a real floating dtype"):
+            gcrodr(op, rhs, None, pre, 1e-8, 10, 0, 100, None, "cgs", bad)
+    dense = Dense(torch.eye(4, dtype=torch.float64)[None])
+    with pytest.raises(ValueError, match=r"needs an operator with \.to\(dtype\)"):
+        gcrodr(dense, torch.ones(1, 4, dtype=torch.float64), cycle_dtype=torch.float32)
