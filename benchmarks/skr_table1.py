@@ -62,7 +62,12 @@ def coefficients(count: int) -> np.ndarray:
 
 
 def ours(
-    a: np.ndarray, chains: int, sort: bool, recycle: int, orth: str = "cgs", cycles=None
+    a: np.ndarray,
+    chains: int,
+    sort: bool,
+    recycle: int,
+    orth: str = "cgs",
+    cycles: torch.dtype | None = None,
 ) -> list:
     """GCRO-DR(40, recycle) (GMRES(40) for 0) with Jacobi along ``chains`` chains, zero start,
     orthogonalization ``orth``, cycles in ``cycles`` (None: float64); per system ``(x, seconds

@@ -66,16 +66,21 @@ def _processor() -> bytes:
     return "\n".join(wanted[:2] or [platform.machine(), platform.processor()]).encode()
 
 
+def library_name(sources: tuple[Path, ...] = SOURCES) -> str:
+    """The cached library's file name: a hash of the sources, the compiler and flags, and the
+    processor, so that another of any of them is another file."""
+    text = b"".join(source.read_bytes() for source in sources)
+    recipe = " ".join(_compiler() + [" ".join(flags) for flags in _FLAGS])
+    return f"kernels-{hashlib.sha256(text + recipe.encode() + _processor()).hexdigest()[:16]}.so"
+
+
 def build(sources: tuple[Path, ...] = SOURCES, directory: Path | None = None) -> Path:
     """Compile ``sources`` into one shared library in ``directory`` (the cache by default)
     unless it is there already; the file appears whole or not at all. Returns its path; raises
     ``OSError`` or ``subprocess.SubprocessError`` when the compiler is missing or fails."""
     sources = tuple(source.resolve() for source in sources)  # each includes itself by its path
-    text = b"".join(source.read_bytes() for source in sources)
-    recipe = " ".join(_compiler() + [" ".join(flags) for flags in _FLAGS])
-    key = hashlib.sha256(text + recipe.encode() + _processor()).hexdigest()[:16]
     directory = directory or _cache_dir()
-    target = directory / f"kernels-{key}.so"
+    target = directory / library_name(sources)
     if target.exists():
         return target
     directory.mkdir(parents=True, exist_ok=True)
@@ -367,11 +372,10 @@ class ArnoldiStep:
             self._w = basis.new_empty((self._batch, self._n))
             self._last = torch.zeros(1, dtype=torch.int64)
             grid = darcy["diagonal"].shape[1:]
-            pointer = lambda t: ctypes.c_void_p(None if t is None else t.data_ptr())  # noqa: E731
             operands = [darcy[name] for name in ("z", "inverse", "diagonal", "wx", "wy")]
             self._run_head = [self._batch, *grid, k, self._m]
-            self._run_pointers = [self._pointers[0], *map(pointer, operands), pointer(self._w)]
-            self._run_pointers += [*self._pointers[1:], pointer(self._last)]
+            self._run_pointers = [self._pointers[0], *map(_address, operands), _address(self._w)]
+            self._run_pointers += [*self._pointers[1:], _address(self._last)]
 
     @classmethod
     def plan(
@@ -418,6 +422,11 @@ class ArnoldiStep:
         cycle ends or step ``m - 1`` is done: ``(finish, count, last)``."""
         count = self._runner(*self._run_head, j, int(twice), self._threads, *self._run_pointers)
         return self._finish, count, int(self._last)
+
+
+def _address(t: torch.Tensor | None) -> ctypes.c_void_p:
+    """A tensor's data pointer for ctypes; NULL for None."""
+    return ctypes.c_void_p(None if t is None else t.data_ptr())
 
 
 def _darcy_usable(darcy: dict | None, basis: torch.Tensor, m: int) -> bool:

@@ -319,7 +319,7 @@ def gcrodr(
         or not (low.is_floating_point or low.is_complex)
     ):
         kind = "complex" if dtype.is_complex else "real floating"
-        raise ValueError(f"cycle_dtype must be a {kind} dtype like rhs's {dtype}, got {low}")
+        raise ValueError(f"cycle_dtype must be a {kind} dtype like rhs's {dtype}, got {low!r}")
 
     def apply(op, v: torch.Tensor) -> torch.Tensor:
         return op(v.reshape(v.shape[0], *grid)).reshape(v.shape[0], -1)

@@ -201,17 +201,14 @@ def test_build_is_cached_and_atomic(tmp_path):
     assert list((tmp_path / "other").iterdir()) == []
 
 
-def test_builds_are_kept_apart_per_processor(tmp_path, monkeypatch):
+def test_builds_are_kept_apart_per_processor(monkeypatch):
     """The cache key holds the processor (``-march=native`` builds for it): another model or
     other feature flags name another file, so a cache shared by two machines never hands one
-    the other's build."""
+    the other's build (no compiler needed: the name is computed before any build)."""
     names = set()
     for processor in (b"model name: A\nflags: sse2 avx2", b"model name: A\nflags: sse2"):
         monkeypatch.setattr(fused, "_processor", lambda p=processor: p)
-        try:
-            names.add(fused.build(directory=tmp_path).name)
-        except (OSError, subprocess.SubprocessError):
-            pytest.skip("no C compiler here")
+        names.add(fused.library_name())
     assert len(names) == 2 and all(name.startswith("kernels-") for name in names)
 
 
