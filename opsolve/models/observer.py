@@ -20,6 +20,14 @@ follows the observer ``u_t = L u + N(u) + K(t)[y - C u]`` of Afshar, Germ and Mo
   ``d`` and activations with ``act(0) = 0``, so ``K(u^f)[0] = 0`` exactly: no innovation, no
   correction. Its output layer starts at zero, so an untrained observer is its predictor.
 
+Optionally (``memory = c > 0``) the gain carries ``c`` latent channels ``h_k`` from step to step,
+an extension of ours: the gain reads ``h_{k-1}`` beside ``[u^f, m]`` and writes ``h_k`` by a
+gated update from its state and innovation features (bounded, ``|h| <= 1``). A filter with the
+state alone cannot tell a node observed a step ago from one unobserved for fifty, which an
+ensemble Kalman filter knows from its spread; the memory can learn such a record. ``u`` still
+follows the two equations above, so with no innovation there is still no correction, and the
+predictor ``F`` is untouched.
+
 Steps without observations (an empty mask) are not corrected at all. The first step starts
 from a prior ``u_0^f`` (by default the field's mean, zero in normalized units): the first
 ``warmup`` steps of a run bring the estimate onto the trajectory and are not scored.
@@ -167,6 +175,10 @@ class Gain(nn.Module):
     innovation path ``z_0 = W d``, ``z_l = act(K_l z_{l-1} + W_l z_{l-1}) * (1 + tanh(s_l))``
     without biases, then ``correction = P z_L`` (bias-free 1x1 maps, the last started at 0).
     With ``act(0) = 0`` the correction of ``d = 0`` is exactly 0 for every state.
+
+    With ``memory = c > 0`` the state path also reads the memory ``h`` ``(B, c, *grid)``, and
+    the call returns ``(correction, h')`` with the gated update
+    ``g, q = split(R [s_L, z_L])``, ``h' = (1 - sigmoid(g)) h + sigmoid(g) tanh(q)``.
     """
 
     def __init__(
@@ -178,11 +190,13 @@ class Gain(nn.Module):
         rank: int | float | None,
         blocks: int | None,
         coordinates: bool,
+        memory: int = 0,
     ) -> None:
         super().__init__()
         d = len(modes)
         self.coordinates = coordinates
-        self.state_lift = _pointwise(d, 2 + (2 * d if coordinates else 0), width)
+        self.memory = memory
+        self.state_lift = _pointwise(d, 2 + memory + (2 * d if coordinates else 0), width)
         self.state = nn.ModuleList(
             SpectralBlock(width, modes, weight, rank, blocks) for _ in range(layers)
         )
@@ -194,11 +208,17 @@ class Gain(nn.Module):
             _pointwise(d, width, width, bias=False), nn.GELU(), _pointwise(d, width, 1, bias=False)
         )
         nn.init.zeros_(self.project[-1].weight)
+        if memory:
+            self.remember = _pointwise(d, 2 * width, 2 * memory)
 
     def forward(
-        self, forecast: torch.Tensor, innovation: torch.Tensor, mask: torch.Tensor
-    ) -> torch.Tensor:
-        s = torch.cat([forecast, mask], dim=1)
+        self,
+        forecast: torch.Tensor,
+        innovation: torch.Tensor,
+        mask: torch.Tensor,
+        memory: torch.Tensor | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        s = torch.cat([forecast, mask] if memory is None else [forecast, mask, memory], dim=1)
         if self.coordinates:
             s = torch.cat([s, periodic_coordinates(s.shape[0], s.shape[2:], s)], dim=1)
         s = self.state_lift(s)
@@ -206,7 +226,11 @@ class Gain(nn.Module):
         for state_block, block in zip(self.state, self.innovation, strict=True):
             s = state_block(s)
             z = block(z) * (1 + torch.tanh(s))
-        return self.project(z)
+        if memory is None:
+            return self.project(z)
+        gate, candidate = self.remember(torch.cat([s, z], dim=1)).chunk(2, dim=1)
+        gate = torch.sigmoid(gate)
+        return self.project(z), (1 - gate) * memory + gate * torch.tanh(candidate)
 
 
 def correct(
@@ -250,6 +274,8 @@ class SemilinearObserver(nn.Module):
             translation invariant, e.g. Kolmogorov flow); off for translation-invariant
             equations (KS, KdV).
         measurement_hidden: hidden width of ``E``'s per-node network.
+        memory: latent channels the gain carries from step to step (module docstring; 0: the
+            paper's observer, the state alone).
         input_steps, output_steps: filled in from the data by training (the window); unused.
 
     Shapes: ``forward(measured (B, T, *grid), mask (B, T, *grid), prior (B, *grid) | None)``
@@ -271,6 +297,7 @@ class SemilinearObserver(nn.Module):
         blocks: int | None = None,
         coordinates: bool = False,
         measurement_hidden: int = 16,
+        memory: int = 0,
         input_steps: int | None = None,
         output_steps: int | None = None,
     ) -> None:
@@ -282,6 +309,8 @@ class SemilinearObserver(nn.Module):
         width, layers = _positive("width", width), _positive("layers", layers)
         g_width = _positive("gain_width", width if gain_width is None else gain_width)
         g_layers = _positive("gain_layers", layers if gain_layers is None else gain_layers)
+        if isinstance(memory, bool) or not isinstance(memory, int) or memory < 0:
+            raise ValueError(f"memory must be an integer >= 0, got {memory!r}")
         spec = {"weight": weight, "rank": rank, "blocks": blocks}
         self.predictor = SpectralNet(
             1, 1, width, self.modes, layers, coordinates=coordinates, **spec
@@ -289,7 +318,7 @@ class SemilinearObserver(nn.Module):
         self.measurement = Measurement(
             len(self.modes), _positive("measurement_hidden", measurement_hidden)
         )
-        self.gain = Gain(g_width, g_modes, g_layers, coordinates=coordinates, **spec)
+        self.gain = Gain(g_width, g_modes, g_layers, coordinates=coordinates, memory=memory, **spec)
         self.config = {
             "modes": list(self.modes),
             "width": width,
@@ -302,6 +331,7 @@ class SemilinearObserver(nn.Module):
             "blocks": blocks,
             "coordinates": coordinates,
             "measurement_hidden": measurement_hidden,
+            "memory": memory,
         }
 
     @classmethod
@@ -318,10 +348,25 @@ class SemilinearObserver(nn.Module):
         return analysis + self.predictor(analysis)
 
     def correct(
-        self, forecast: torch.Tensor, measured: torch.Tensor, mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """:func:`correct` with this model's ``E`` and ``K``."""
-        return correct(forecast, measured, mask, self.measurement, self.gain)
+        self,
+        forecast: torch.Tensor,
+        measured: torch.Tensor,
+        mask: torch.Tensor,
+        memory: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """:func:`correct` with this model's ``E`` and ``K``: ``(u^a, E(u^f), h')``; ``h'`` is
+        the gain's new memory ``(B, c, *grid)`` (None without memory)."""
+        if memory is None:
+            return (*correct(forecast, measured, mask, self.measurement, self.gain), None)
+        written = []
+
+        def gain(f: torch.Tensor, d: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+            correction, new = self.gain(f, d, m, memory)
+            written.append(new)
+            return correction
+
+        analysis, predicted = correct(forecast, measured, mask, self.measurement, gain)
+        return analysis, predicted, written[0]
 
     def check_input(self, measured: torch.Tensor, mask: torch.Tensor) -> None:
         """ValueError unless measurements and mask are ``(batch, steps, *grid)`` alike."""
@@ -354,12 +399,15 @@ class SemilinearObserver(nn.Module):
         if isinstance(correct, bool):
             correct = torch.full((steps,), correct)
         state = torch.zeros_like(measured[:, :1]) if prior is None else prior[:, None]
+        memory = None
+        if self.gain.memory:
+            memory = measured.new_zeros(measured.shape[0], self.gain.memory, *measured.shape[2:])
         analyses, forecasts, predictions = [], [], []
         for k in range(steps):
             forecast = state if k == 0 else self.predict(state)
             if bool(correct[k]):
-                state, predicted = self.correct(
-                    forecast, measured[:, k : k + 1], mask[:, k : k + 1]
+                state, predicted, memory = self.correct(
+                    forecast, measured[:, k : k + 1], mask[:, k : k + 1], memory
                 )
             else:
                 state, predicted = forecast, self.measurement(forecast)

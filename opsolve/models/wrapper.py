@@ -99,9 +99,16 @@ class ObserverOperator(NormalizedOperator):
         mask: torch.Tensor,
         prior: torch.Tensor | None = None,
         correct: bool | torch.Tensor = True,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        states: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        """``states`` (optional, ``(B, S, *grid)`` physical): also return, fourth, the
+        predictor's one-step forecast ``u + F(u)`` of each of them, ``(B, S, *grid)``
+        (one call, so that a data-parallel wrapper sees every use of the weights)."""
         mask = mask.to(device=measured.device, dtype=torch.bool)
         encoded = torch.where(mask, self._encode(measured), torch.zeros_like(measured))
         start = None if prior is None else self._encode(prior)
         outputs = self.model(encoded, mask, start, correct)
-        return tuple(self._decode(u) for u in outputs)  # type: ignore[return-value]
+        if states is not None:
+            flat = self._encode(states).reshape(-1, 1, *states.shape[2:])
+            outputs = (*outputs, self.model.predict(flat).reshape(states.shape))
+        return tuple(self._decode(u) for u in outputs)

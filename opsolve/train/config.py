@@ -264,7 +264,8 @@ class ObserverTraining(StrictModel):
     field's std, ``mask`` random (new nodes every step), sensors (fixed nodes) or stripes (a
     band of the first axis), present at a step with probability ``availability``. The first
     ``warmup`` steps of a window are assimilated but not scored; ``measurement_weight``
-    weighs the relative misfit of the predicted measurements in the loss."""
+    weighs the relative misfit of the predicted measurements in the loss, and
+    ``prediction_weight`` the predictor's one-step error on the true states."""
 
     density: float = Field(0.1, ge=0.0, le=1.0, description="fraction of nodes observed")
     density_max: float | None = Field(
@@ -282,6 +283,9 @@ class ObserverTraining(StrictModel):
     warmup: Int = Field(8, ge=0, le=100_000, description="steps assimilated but not scored")
     measurement_weight: float = Field(
         0.1, ge=0.0, le=1e6, description="factor on the measurement misfit in the loss"
+    )
+    prediction_weight: float = Field(
+        0.0, ge=0.0, le=1e6, description="factor on the one-step forecast error of the true states"
     )
 
     @model_validator(mode="after")

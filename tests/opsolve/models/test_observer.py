@@ -71,7 +71,7 @@ def test_no_innovation_means_no_correction_for_any_state():
     forecast = torch.randn(2, 1, 32, dtype=torch.float64)
     mask = observation_masks(2, 1, (32,), 0.5, generator=seeded(3))[:, :1]
     measured = model.measurement(forecast)  # y = E(u^f): a zero innovation
-    analysis, _ = model.correct(forecast, measured, mask)
+    analysis, _, _ = model.correct(forecast, measured, mask)
     assert torch.equal(analysis, forecast)
 
 
@@ -155,6 +155,99 @@ def test_cpu_and_cuda_agree(ndim):
     cpu = model(measured, mask)[0]
     gpu = model.cuda()(measured.cuda(), mask.cuda())[0].cpu()
     torch.testing.assert_close(cpu, gpu, rtol=1e-10, atol=1e-10)
+
+
+def _randomize_memory(model: SemilinearObserver, seed: int = 0) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.gain.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.5)
+
+
+@pytest.mark.parametrize("ndim", [1, 2])
+def test_with_memory_no_innovation_still_gives_the_predictor_exactly(ndim):
+    """The gain's memory changes how innovations are spread, never the state without one: a
+    zero output layer, or no observations, leave every step at the free predictor's value."""
+    model = _observer(ndim, memory=3).double()
+    grid = (32,) if ndim == 1 else (16, 16)
+    truth = torch.randn(3, 12, *grid, dtype=torch.float64)
+    mask = observation_masks(3, 12, grid, 0.3, generator=seeded(0))
+    measured = observe(truth, mask, 0.1, seeded(1))
+    free = model(measured, mask, correct=False)[0]
+    _randomize_memory(model)
+    assert not torch.equal(model(measured, mask)[0], free)
+    assert torch.equal(model(measured, torch.zeros_like(mask))[0], free)
+    torch.nn.init.zeros_(model.gain.project[-1].weight)
+    assert torch.equal(model(measured, mask)[0], free)
+
+
+def test_the_memory_is_bounded_and_steers_the_corrections():
+    model = _observer(1, memory=4).double()
+    _randomize_memory(model)
+    truth = torch.randn(2, 60, 32, dtype=torch.float64) * 5
+    mask = observation_masks(2, 60, (32,), 0.2, generator=seeded(4))
+    measured = observe(truth, mask, 0.1, seeded(5))
+    state = model.predict(truth[:, :1])
+    memory = torch.zeros(2, 4, 32, dtype=torch.float64)
+    for k in range(60):
+        state, _, memory = model.correct(state, measured[:, k : k + 1], mask[:, k : k + 1], memory)
+        assert memory.abs().max() <= 1.0
+    once = model(measured, mask)[0]
+    with torch.no_grad():
+        model.gain.remember.weight.mul_(-1.0)  # another record: other corrections
+    assert not torch.allclose(model(measured, mask)[0][:, 2:], once[:, 2:])
+    assert torch.equal(model(measured, mask)[0][:, 0], once[:, 0])  # step 0: memory still 0
+
+
+def test_a_memory_observer_round_trips_through_its_state_dict():
+    model = _observer(1, memory=2).double()
+    _randomize_memory(model, seed=2)
+    again = SemilinearObserver.from_config(model.config).double()
+    again.load_state_dict(model.state_dict())
+    truth = torch.randn(2, 9, 32, dtype=torch.float64)
+    mask = observation_masks(2, 9, (32,), 0.25, generator=seeded(6))
+    measured = observe(truth, mask, 0.1, seeded(7))
+    assert torch.equal(model(measured, mask)[0], again(measured, mask)[0])
+
+
+@pytest.mark.parametrize("memory", [-1, 1.5, True])
+def test_a_bad_memory_is_one_clear_error(memory):
+    with pytest.raises(ValueError, match="memory must be an integer >= 0"):
+        _observer(1, memory=memory)
+
+
+def test_the_forecasts_of_given_states_are_the_predictors_own():
+    """``states=`` returns ``u + F(u)`` of each state in physical units, from the same call."""
+    from opsolve.models.wrapper import ObserverOperator
+
+    stats = torch.tensor([[0.3], [2.0]])
+    op = ObserverOperator(_observer(1).double(), stats, stats).double()
+    truth = torch.randn(3, 5, 32, dtype=torch.float64)
+    mask = observation_masks(3, 5, (32,), 0.3, generator=seeded(0))
+    measured = observe(truth, mask, 0.1, seeded(1))
+    *run, taught = op(measured, mask, states=truth[:, :-1])
+    assert all(torch.equal(a, b) for a, b in zip(run, op(measured, mask), strict=True))
+    for k in range(4):
+        u = (truth[:, k : k + 1] - 0.3) / 2.0
+        expected = (u + op.model.predictor(u)) * 2.0 + 0.3
+        torch.testing.assert_close(taught[:, k : k + 1], expected, rtol=1e-6, atol=1e-8)
+
+
+def test_the_prediction_term_adds_the_one_step_error_of_the_true_states():
+    from opsolve.models.wrapper import ObserverOperator
+    from opsolve.train.assimilation import AssimilationTask, relative_l2
+    from opsolve.train.config import ObserverTraining
+
+    torch.manual_seed(0)
+    stats = torch.tensor([[0.0], [1.0]])
+    op = ObserverOperator(_observer(1), stats, stats)
+    x, y = torch.randn(4, 1, 32), torch.randn(4, 7, 32)
+    plain = AssimilationTask(ObserverTraining(warmup=2), 1.0, seed=3)
+    taught = AssimilationTask(ObserverTraining(warmup=2, prediction_weight=0.5), 1.0, seed=3)
+    truth = torch.cat([x, y], dim=1)
+    steps = torch.stack([op.model.predict(truth[:, k : k + 1])[:, 0] for k in range(7)], 1)
+    expected = plain.loss(op, x, y, 11) + 0.5 * relative_l2(steps, truth[:, 1:])
+    torch.testing.assert_close(taught.loss(op, x, y, 11), expected, rtol=1e-6, atol=1e-7)
 
 
 # ------------------------------------------------------------- training and assimilation
@@ -280,6 +373,7 @@ def test_assimilate_bad_input_is_one_line(observer_run, args, message, capsys):
         ("observer.noise=-1", "observer.noise"),
         ("observer.warmup=8", "leaves no scored step"),
         ("observer.density_max=0.01", "density_max"),
+        ("observer.prediction_weight=-1", "observer.prediction_weight"),
     ],
 )
 def test_observer_training_bad_input_is_one_line(ks_data, tmp_path, override, message, capsys):
