@@ -15,6 +15,7 @@ TINY = {
             "SAMPLES": {"train": 4, "valid": 2, "test": 2},
             "RECORDS": 60,
             "EPOCHS": 1,
+            "WINDOW": 24,
             "WIDTH": 8,
             "WARMUP": 10,
             "HORIZON": 40,
