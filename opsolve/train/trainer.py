@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pydantic
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -217,6 +218,16 @@ def _restore(
     )
 
 
+def _read_as_now(stored: dict[str, Any]) -> dict[str, Any]:
+    """A run's stored config as the current schema reads it: options added since the run was
+    made take their defaults, which keep the old behaviour, so they do not block a resume.
+    A config the schema no longer accepts is compared as stored."""
+    try:
+        return TrainConfig.model_validate(stored).model_dump(mode="json")
+    except pydantic.ValidationError:
+        return stored
+
+
 def _train(
     cfg: TrainConfig,
     info: D.DistInfo,
@@ -235,7 +246,7 @@ def _train(
     checkpoint = load_checkpoint(paths.last) if resuming else None
     if checkpoint is not None:
         changed = first_difference(
-            checkpoint["config"], resolved.model_dump(mode="json"), RESUMABLE_CHANGES
+            _read_as_now(checkpoint["config"]), resolved.model_dump(mode="json"), RESUMABLE_CHANGES
         )
         if changed:
             key, there, now = changed

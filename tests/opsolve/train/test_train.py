@@ -438,3 +438,18 @@ def test_resume_with_another_config_is_refused(small_dataset, tmp_path, capsys):
     assert "differs from the run" in capsys.readouterr().err
     assert main(["train", str(config), "--overwrite", "--no-progress"]) == 0
     shutil.rmtree(run)
+
+
+def test_resume_reads_a_run_made_before_an_option_existed(small_dataset, tmp_path):
+    """An option added after a run was made takes its default, which keeps the old behaviour,
+    so it does not block the resume; a changed value still does (test above)."""
+    run = tmp_path / "older"
+    config = write_config(tmp_path, small_dataset, run, epochs=1)
+    assert main(["train", str(config), "--no-progress"]) == 0
+    last = run / "checkpoints" / "last.pt"
+    checkpoint = torch.load(last, weights_only=True)
+    del checkpoint["config"]["amp_dtype"]  # as if written before amp_dtype existed
+    del checkpoint["config"]["optimizer"]["galore"]
+    torch.save(checkpoint, last)
+    assert main(["train", str(config), "--resume", "--no-progress"]) == 0
+    shutil.rmtree(run)
