@@ -79,10 +79,10 @@ def operator_for(cfg: Any, kind: str) -> tuple[torch.nn.Module, int, int]:
     return op, c_in, c_out
 
 
-def trainer_loop(cfg: Any, grid: tuple[int, ...], device: str) -> tuple[Any, int, int]:
+def trainer_loop(cfg: Any, grid: tuple[int, ...], device: str, steps: int) -> tuple[Any, int, int]:
     """The trainer's loop object around the config's operator, optimizer and objective (or
-    the observer's task), built as :func:`opsolve.train.trainer.train` builds them; and the
-    model's in / out channels."""
+    the observer's task), built as :func:`opsolve.train.trainer.train` builds them for an
+    epoch of ``steps`` steps; and the model's in / out channels."""
     from opsolve.train.assimilation import AssimilationTask
     from opsolve.train.checkpoint import seed_everything
     from opsolve.train.distributed import DistInfo
@@ -102,7 +102,7 @@ def trainer_loop(cfg: Any, grid: tuple[int, ...], device: str) -> tuple[Any, int
     if cfg.precision == "amp":
         spectral_layers_in_fp32(op)
     optimizer = build_optimizer(cfg, op.parameters())
-    scheduler = build_scheduler(cfg, optimizer)
+    scheduler = build_scheduler(cfg, optimizer, steps)
     fp16 = cfg.precision == "amp" and cfg.amp_dtype == "fp16"
     scaler = torch.amp.GradScaler("cuda", enabled=fp16)
     data = SimpleNamespace(kind=kind, spacing=1.0 / max(grid[0] - 1, 1), physics=None)
@@ -121,7 +121,7 @@ def throughput(
     from opsolve.train.distributed import DistInfo, train_plan
     from opsolve.train.trainer import State
 
-    loop, c_in, c_out = trainer_loop(cfg, grid, device)
+    loop, c_in, c_out = trainer_loop(cfg, grid, device, warmup + steps)
     batch_data = {
         "x": torch.randn(batch, c_in, *grid, device=device),
         "y": torch.randn(batch, c_out, *grid, device=device),

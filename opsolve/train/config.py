@@ -166,10 +166,12 @@ _SCHEDULER_KEYS = {
 
 
 class Scheduler(StrictModel):
-    """Learning-rate schedule, stepped once per epoch.
+    """Learning-rate schedule: one-cycle stepped after every optimizer step, the others once
+    per epoch.
 
     ``onecycle``: from ``lr / div_factor`` up to ``optimizer.lr`` over ``pct_start`` of the
-    epochs (cosine), then down to ``lr / div_factor / final_div_factor``. ``step``: multiply by
+    run's steps (cosine), then down to ``lr / div_factor / final_div_factor`` at its last
+    step. ``step``: multiply by
     ``gamma`` every ``step_size`` epochs. ``cosine``: cosine from ``lr`` to ``eta_min`` over
     ``t_max`` epochs (default: all). ``none``: constant. Keys of another schedule are errors
     (unless they hold the default, as in a dumped resolved config).
@@ -179,7 +181,7 @@ class Scheduler(StrictModel):
         "none", description="onecycle, step, cosine or none; see the section docstring"
     )
     pct_start: float = Field(
-        0.3, gt=0.0, lt=1.0, description="onecycle: fraction of the epochs spent rising"
+        0.3, gt=0.0, lt=1.0, description="onecycle: fraction of the steps spent rising"
     )
     div_factor: float = Field(
         25.0, gt=0.0, le=1e8, description="onecycle: starting lr = lr / div_factor"

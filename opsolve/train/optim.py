@@ -35,15 +35,25 @@ def build_optimizer(
     return cls(params, lr=o.lr, weight_decay=o.weight_decay)
 
 
-def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> Any:
-    """The epoch-wise learning-rate schedule of ``cfg.scheduler``."""
+def steps_per_batch(cfg: TrainConfig) -> bool:
+    """Whether the schedule steps after every optimizer step (one-cycle, as Smith and Topin
+    define it) rather than after every epoch (step, cosine, none)."""
+    return cfg.scheduler.name == "onecycle"
+
+
+def build_scheduler(
+    cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+) -> Any:
+    """The learning-rate schedule of ``cfg.scheduler``: one-cycle over every optimizer step of
+    the run (``epochs * steps_per_epoch``), so that its last steps, not a whole last epoch, run
+    at the final rate; the others over the epochs."""
     s = cfg.scheduler
     lr_sched = torch.optim.lr_scheduler
     if s.name == "onecycle":
         return lr_sched.OneCycleLR(
             optimizer,
             max_lr=cfg.optimizer.lr,
-            total_steps=cfg.epochs,
+            total_steps=cfg.epochs * steps_per_epoch,
             pct_start=s.pct_start,
             div_factor=s.div_factor,
             final_div_factor=s.final_div_factor,

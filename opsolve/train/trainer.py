@@ -61,6 +61,7 @@ from opsolve.train.optim import (
     check_amp_model,
     check_precision,
     spectral_layers_in_fp32,
+    steps_per_batch,
 )
 from opsolve.train.rundir import (
     RunLog,
@@ -207,7 +208,14 @@ def _restore(
     """Load every state a checkpoint holds (after the objects were built and seeded)."""
     load_state(op, checkpoint["state"], path)
     optimizer.load_state_dict(checkpoint["optimizer"])
+    planned = getattr(scheduler, "total_steps", None)
     scheduler.load_state_dict(checkpoint["scheduler"])
+    if getattr(scheduler, "total_steps", None) != planned:
+        raise UserError(
+            f"{path}: its one-cycle schedule spans {scheduler.total_steps} steps (stepped once "
+            f"per epoch, as before one-cycle stepped per batch), this run needs {planned}; "
+            "pass --overwrite to train it again"
+        )
     scaler.load_state_dict(checkpoint["scaler"])
     set_rng_state(checkpoint["rng"])
     return State(
@@ -267,7 +275,8 @@ def _train(
     model_spec = {"name": cfg.model.name, "params": model_config(cfg.model.name, op.model, params)}
     task = assimilation_task(cfg, data, info) if isinstance(op, ObserverOperator) else None
     optimizer = build_optimizer(cfg, op.parameters())
-    scheduler = build_scheduler(cfg, optimizer)
+    steps_per_epoch = len(D.train_plan(len(data.train), cfg.batch_size, 0, 0, info))
+    scheduler = build_scheduler(cfg, optimizer, steps_per_epoch)
     scaler = torch.amp.GradScaler(
         "cuda", enabled=cfg.precision == "amp" and cfg.amp_dtype == "fp16"
     )
@@ -383,7 +392,8 @@ class _Loop:
             tick = now
             bar.set_postfix(loss=f"{total / seen:.3e}", samples_s=f"{rate:.1f}")
             bar.update()
-        self.scheduler.step()
+        if not steps_per_batch(cfg):
+            self.scheduler.step()
         valid_l2, valid_h1 = evaluate_split(
             self.net,
             self.data.valid,
@@ -447,6 +457,8 @@ class _Loop:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if steps_per_batch(self.cfg):
+            self.scheduler.step()
         state.step += 1
         if self.fault == ("kill_after_steps", state.step):
             os._exit(137)  # simulate a hard kill (no cleanup, no checkpoint)

@@ -153,13 +153,15 @@ def test_a_custom_registered_model_trains(small_dataset, tmp_path):
     }
 
 
-def test_a_killed_run_resumes_to_the_uninterrupted_result(small_dataset, tmp_path):
-    """Killed after step 7 (mid epoch 3 of 4, 3 steps per epoch), resumed from last.pt."""
+@pytest.mark.parametrize("schedule", ["step", "onecycle"])
+def test_a_killed_run_resumes_to_the_uninterrupted_result(small_dataset, tmp_path, schedule):
+    """Killed after step 7 (mid epoch 3 of 4, 3 steps per epoch), resumed from last.pt; with
+    an epoch-wise schedule and with one stepped per batch."""
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    assert (
-        main(["train", str(write_config(tmp_path, small_dataset, straight)), "--no-progress"]) == 0
-    )
-    config = write_config(tmp_path, small_dataset, killed)
+    extra = {} if schedule == "step" else {"scheduler": {"name": schedule}}
+    straight_config = write_config(tmp_path, small_dataset, straight, **extra)
+    assert main(["train", str(straight_config), "--no-progress"]) == 0
+    config = write_config(tmp_path, small_dataset, killed, **extra)
     result = run_cli(
         "train", str(config), "--no-progress", env={"OPSOLVE_FAULT": "kill_after_steps=7"}
     )
@@ -452,4 +454,33 @@ def test_resume_reads_a_run_made_before_an_option_existed(small_dataset, tmp_pat
     del checkpoint["config"]["optimizer"]["galore"]
     torch.save(checkpoint, last)
     assert main(["train", str(config), "--resume", "--no-progress"]) == 0
+    shutil.rmtree(run)
+
+
+def test_one_cycle_steps_per_batch_so_the_last_epoch_still_learns(small_dataset, tmp_path, capsys):
+    """One-cycle spans every optimizer step (2 epochs of 3 steps): the last epoch starts at
+    the schedule's middle rate, not at its final lr / 25 / 1e4 (stepping it per epoch put the
+    whole last epoch there); a run made with the per-epoch schedule is refused on resume."""
+    run = tmp_path / "cycle"
+    schedule = {"name": "onecycle", "pct_start": 0.3}
+    config = write_config(tmp_path, small_dataset, run, epochs=2, scheduler=schedule)
+    assert main(["train", str(config), "--no-progress"]) == 0
+    last = run / "checkpoints" / "last.pt"
+    checkpoint = torch.load(last, weights_only=True)
+    assert checkpoint["step"] == 6
+    assert checkpoint["scheduler"]["total_steps"] == 6
+    assert checkpoint["scheduler"]["last_epoch"] == 6
+    rows = metric_rows(run)
+    assert rows[0]["lr"] == pytest.approx(5e-3 / 25)
+    mid = 5e-3 / 25e4 + (5e-3 - 5e-3 / 25e4) * (1 + math.cos(math.pi * (3 - 0.8) / 4.2)) / 2
+    assert rows[1]["lr"] == pytest.approx(mid)  # step 3 of 6: annealing since step 0.8
+    assert rows[1]["lr"] > 100 * 5e-3 / 25e4
+
+    checkpoint["scheduler"]["total_steps"] = 2  # as the per-epoch schedule saved it
+    torch.save(checkpoint, last)
+    capsys.readouterr()
+    assert main(["train", str(config), "--resume", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "spans 2 steps" in err and "needs 6" in err and "--overwrite" in err
+    assert "Traceback" not in err
     shutil.rmtree(run)
