@@ -14,7 +14,8 @@ Two measurements:
    relative L2, optimizer state of the last checkpoint, peak memory, seconds per epoch.
 
     python benchmarks/lowrank_training.py [--epochs 20] [--rank 0.5] [--update-gap 50]
-        [--scale 1.0] [--seed 0] [--leading-axes N] [--models lsm sfno] [--out runs/bench/lowrank]
+        [--scale 1.0] [--seed 0] [--leading-axes N] [--rotate-moments] [--models lsm sfno]
+        [--out runs/bench/lowrank]
         [--device cpu]
 """
 
@@ -72,6 +73,8 @@ def optimizer_overrides(name: str, args) -> list[str]:
         ]
         if args.leading_axes is not None:
             out.append(f"optimizer.galore.leading_axes={args.leading_axes}")
+        if args.rotate_moments:
+            out.append("optimizer.galore.rotate_moments=true")
     return out
 
 
@@ -222,6 +225,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="training seed of the small runs")
     parser.add_argument(
         "--leading-axes", type=int, default=None, help="compress only this many leading axes"
+    )
+    parser.add_argument(
+        "--rotate-moments", action="store_true", help="carry the moments into new subspaces"
     )
     parser.add_argument("--models", nargs="+", choices=sorted(SMALL), default=list(SMALL))
     parser.add_argument("--skip-published", action="store_true")

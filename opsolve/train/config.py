@@ -137,6 +137,9 @@ class GaLore(StrictModel):
         description="compress only this many leading axes of each weight (2: the channels; "
         "null: every axis longer than 4)",
     )
+    rotate_moments: bool = Field(
+        False, description="carry Adam's moments into each recomputed subspace"
+    )
 
 
 class Optimizer(StrictModel):

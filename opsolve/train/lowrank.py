@@ -81,9 +81,12 @@ class RefreshedProjector(TensorGaLoreProjector):
     gradient, which the HOSVD is on every axis; the library's projection and projection back
     (``transform`` / ``inverse_transform``) are used as they are."""
 
+    preset = False  # the subspace of this step was set by the optimizer (rotated moments)
+
     def project(self, full_rank_grad: torch.Tensor, iter: int) -> torch.Tensor:  # noqa: A002
-        if self.proj_tensor is None or iter % self.update_proj_gap == 0:
+        if self.proj_tensor is None or (iter % self.update_proj_gap == 0 and not self.preset):
             self.proj_tensor = self.get_projection_tensor(full_rank_grad, self.rank)
+        self.preset = False
         self.proj_tensor = [f.to(full_rank_grad.device) for f in self.proj_tensor]
         return self.transform(self.proj_tensor, full_rank_grad)
 
@@ -101,6 +104,9 @@ class LowRankAdamW(NeuralopAdamW):
         update_gap: optimizer steps between recomputations of the subspace.
         scale: factor on the projected-back update (GaLore's ``alpha``).
         leading_axes: compress only this many leading axes of each weight (None: all).
+        rotate: when a subspace is recomputed, carry the moments into it
+            (:func:`rotate_moments`) instead of keeping their coordinates in the old one, as
+            the library (and GaLore) does.
     """
 
     def __init__(
@@ -112,12 +118,14 @@ class LowRankAdamW(NeuralopAdamW):
         update_gap: int = 50,
         scale: float = 1.0,
         leading_axes: int | None = None,
+        rotate: bool = False,
     ) -> None:
         if not 0.0 < rank <= 1.0:
             raise ValueError(f"rank must be in (0, 1], got {rank}")
         if leading_axes is not None and leading_axes < 1:
             raise ValueError(f"leading_axes must be at least 1, got {leading_axes}")
         self.leading_axes = leading_axes
+        self.rotate = rotate
         params = [p for p in params if p.requires_grad]
         projected = [p for p in params if p.dim() >= 2]
         plain = [p for p in params if p.dim() < 2]
@@ -149,8 +157,20 @@ class LowRankAdamW(NeuralopAdamW):
             if not group.get("galore", False):
                 continue
             for p in group["params"]:
-                if p.grad is not None and "projector" not in self.state[p]:
-                    self.state[p]["projector"] = self._projector(tuple(p.shape))
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "projector" not in state:
+                    state["projector"] = self._projector(tuple(p.shape))
+                elif (
+                    self.rotate
+                    and "exp_avg" in state
+                    and state["step"] % self.galore_update_proj_gap == 0
+                ):
+                    projector = state["projector"]
+                    new = projector.get_projection_tensor(p.grad, projector.rank)
+                    rotate_moments(state, projector.proj_tensor, new)
+                    projector.proj_tensor, projector.preset = new, True
         return super().step(closure)
 
     def state_dict(self) -> dict[str, Any]:
@@ -176,6 +196,27 @@ class LowRankAdamW(NeuralopAdamW):
                 projector = self._projector(tuple(p.shape))
                 projector.proj_tensor = [f.to(p.device) for f in factors]
                 entry["projector"] = projector
+
+
+def mode_products(tensor: torch.Tensor, matrices: list[torch.Tensor]) -> torch.Tensor:
+    """``tensor x_0 M_0 x_1 M_1 ...``: axis ``i`` of ``tensor`` (length ``m_i``) becomes
+    ``M_i @`` it, ``M_i`` of shape ``(r_i, m_i)``."""
+    for axis, matrix in enumerate(matrices):
+        moved = torch.tensordot(matrix.to(tensor.dtype), tensor.movedim(axis, 0), dims=1)
+        tensor = moved.movedim(0, axis)
+    return tensor
+
+
+def rotate_moments(state: dict[str, Any], old: list[torch.Tensor], new: list[torch.Tensor]) -> None:
+    """Carry Adam's moments from the Tucker subspace ``old`` to ``new`` (factors ``(n_i, r_i)``
+    with orthonormal columns): the first moment by ``R_i = new_i^H old_i`` on each axis, the
+    exact change of basis of its part inside both subspaces; the second moment, which has no
+    such change of basis, by ``|R_i|^2`` elementwise, which keeps it non-negative and is exact
+    when the subspaces agree up to the order and signs of their vectors."""
+    rotations = [n.conj().T @ o for n, o in zip(new, old, strict=True)]
+    state["exp_avg"] = mode_products(state["exp_avg"], rotations)
+    squares = [r.abs().square() for r in rotations]
+    state["exp_avg_sq"] = mode_products(state["exp_avg_sq"], squares)
 
 
 def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:

@@ -30,6 +30,7 @@ def build_optimizer(
             update_gap=g.update_gap,
             scale=g.scale,
             leading_axes=g.leading_axes,
+            rotate=g.rotate_moments,
         )
     cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
     return cls(params, lr=o.lr, weight_decay=o.weight_decay)

@@ -10,7 +10,13 @@ from opsolve.cli import main
 from opsolve.models.lsm import LSM
 from opsolve.train.checkpoint import load_checkpoint
 from opsolve.train.config import load_train_config
-from opsolve.train.lowrank import LowRankAdamW, optimizer_state_bytes, tucker_ranks
+from opsolve.train.lowrank import (
+    LowRankAdamW,
+    mode_products,
+    optimizer_state_bytes,
+    rotate_moments,
+    tucker_ranks,
+)
 from tests.opsolve.train.test_train import METRICS, metric_rows, run_cli, write_config
 
 
@@ -68,11 +74,14 @@ def test_state_is_a_fraction_of_adamw_and_the_subspace_is_refreshed():
     assert not torch.allclose(first[0], moved[0])
 
 
-def test_a_weights_only_round_trip_continues_bit_for_bit():
+@pytest.mark.parametrize("rotate", [False, True])
+def test_a_weights_only_round_trip_continues_bit_for_bit(rotate):
     torch.manual_seed(1)
     model = LSM(1, 1, width=8)
     x = torch.randn(2, 1, 32, 32)
-    optimizer = LowRankAdamW(model.parameters(), lr=1e-3, weight_decay=1e-4, update_gap=3)
+    optimizer = LowRankAdamW(
+        model.parameters(), lr=1e-3, weight_decay=1e-4, update_gap=3, rotate=rotate
+    )
     for _ in range(2):
         _step(model, optimizer, x)
     buffer = io.BytesIO()
@@ -83,7 +92,9 @@ def test_a_weights_only_round_trip_continues_bit_for_bit():
     saved = torch.load(buffer, weights_only=True)
     clone = LSM(1, 1, width=8)
     clone.load_state_dict(saved["model"])
-    resumed = LowRankAdamW(clone.parameters(), lr=1e-3, weight_decay=1e-4, update_gap=3)
+    resumed = LowRankAdamW(
+        clone.parameters(), lr=1e-3, weight_decay=1e-4, update_gap=3, rotate=rotate
+    )
     resumed.load_state_dict(saved["optimizer"])
     for _ in range(3):
         _step(clone, resumed, x)
@@ -150,3 +161,50 @@ def test_hosvd_recovers_a_tensor_of_that_tucker_rank():
     low = projector.project(tensor, 0)
     assert low.shape == (3, 4, 2)
     torch.testing.assert_close(projector.project_back(low), tensor)
+
+
+def _orthonormal(n: int, r: int, dtype=torch.float64) -> torch.Tensor:
+    return torch.linalg.qr(torch.randn(n, n, dtype=dtype))[0][:, :r]
+
+
+def test_rotated_first_moment_is_its_projection_on_the_new_subspace():
+    """``m' x_i new = (m x_i old) x_i (new new^H)``: the part of the full-space moment inside the
+    new subspace, exactly; a permuted, sign-flipped basis of the same subspace loses nothing."""
+    torch.manual_seed(3)
+    shape, ranks = (7, 6, 3), (4, 3, 3)
+    old = [_orthonormal(n, r) for n, r in zip(shape, ranks, strict=True)]
+    new = [_orthonormal(n, r) for n, r in zip(shape, ranks, strict=True)]
+    m, v = torch.randn(ranks, dtype=torch.float64), torch.rand(ranks, dtype=torch.float64)
+    state = {"exp_avg": m.clone(), "exp_avg_sq": v.clone()}
+    rotate_moments(state, old, new)
+    full = mode_products(m, old)
+    expected = mode_products(full, [f @ f.T for f in new])
+    torch.testing.assert_close(mode_products(state["exp_avg"], new), expected)
+    assert (state["exp_avg_sq"] >= 0).all()
+    perm = [torch.randperm(r) for r in ranks]
+    signs = [torch.where(torch.rand(r) < 0.5, -1.0, 1.0).double() for r in ranks]
+    same = [o[:, p] * s for o, p, s in zip(old, perm, signs, strict=True)]
+    state = {"exp_avg": m.clone(), "exp_avg_sq": v.clone()}
+    rotate_moments(state, old, same)
+    torch.testing.assert_close(mode_products(state["exp_avg"], same), full)
+    torch.testing.assert_close(state["exp_avg_sq"], v[perm[0]][:, perm[1]][:, :, perm[2]])
+
+
+def test_rotating_the_moments_changes_training_only_when_the_subspace_moves():
+    torch.manual_seed(4)
+    runs = {}
+    for rotate in (False, True):
+        torch.manual_seed(5)
+        model = LSM(1, 1, width=8)
+        x = torch.randn(2, 1, 32, 32)
+        optimizer = LowRankAdamW(model.parameters(), lr=1e-3, update_gap=2, rotate=rotate)
+        states = []
+        for _ in range(4):  # subspaces recomputed before steps 2 and 4 (counting from 0)
+            _step(model, optimizer, x)
+            states.append([p.detach().clone() for p in model.parameters()])
+        runs[rotate] = states
+    for step in (0, 1):  # before the first recomputation: the same run
+        assert all(
+            torch.equal(a, b) for a, b in zip(runs[False][step], runs[True][step], strict=True)
+        )
+    assert not all(torch.equal(a, b) for a, b in zip(runs[False][3], runs[True][3], strict=True))
