@@ -28,6 +28,13 @@ ensemble Kalman filter knows from its spread; the memory can learn such a record
 follows the two equations above, so with no innovation there is still no correction, and the
 predictor ``F`` is untouched.
 
+Optionally (``density_scaled = True``, an extension of ours) the gain reads the innovation
+divided by the fraction ``p`` of the grid observed in that sample, ``d / p``: its Fourier
+coefficients then estimate those of the innovation field whatever the density (the Monte Carlo
+estimate of a mean), so more observations average the noise instead of enlarging the
+correction. A gain trained on the raw ``d`` at 2-10% densities learns a correction scaled for
+those: at 20% and more it overcorrects and the estimate diverges. At ``p = 1`` the two agree.
+
 Steps without observations (an empty mask) are not corrected at all. The first step starts
 from a prior ``u_0^f`` (by default the field's mean, zero in normalized units): the first
 ``warmup`` steps of a run bring the estimate onto the trajectory and are not scored.
@@ -179,6 +186,9 @@ class Gain(nn.Module):
     With ``memory = c > 0`` the state path also reads the memory ``h`` ``(B, c, *grid)``, and
     the call returns ``(correction, h')`` with the gated update
     ``g, q = split(R [s_L, z_L])``, ``h' = (1 - sigmoid(g)) h + sigmoid(g) tanh(q)``.
+
+    With ``density_scaled`` the innovation path starts from ``d / p``, ``p`` each sample's
+    observed fraction of the grid (module docstring).
     """
 
     def __init__(
@@ -191,11 +201,13 @@ class Gain(nn.Module):
         blocks: int | None,
         coordinates: bool,
         memory: int = 0,
+        density_scaled: bool = False,
     ) -> None:
         super().__init__()
         d = len(modes)
         self.coordinates = coordinates
         self.memory = memory
+        self.density_scaled = density_scaled
         self.state_lift = _pointwise(d, 2 + memory + (2 * d if coordinates else 0), width)
         self.state = nn.ModuleList(
             SpectralBlock(width, modes, weight, rank, blocks) for _ in range(layers)
@@ -222,6 +234,8 @@ class Gain(nn.Module):
         if self.coordinates:
             s = torch.cat([s, periodic_coordinates(s.shape[0], s.shape[2:], s)], dim=1)
         s = self.state_lift(s)
+        if self.density_scaled:
+            innovation = innovation / observed_fraction(mask)
         z = self.lift(innovation)
         for state_block, block in zip(self.state, self.innovation, strict=True):
             s = state_block(s)
@@ -231,6 +245,13 @@ class Gain(nn.Module):
         gate, candidate = self.remember(torch.cat([s, z], dim=1)).chunk(2, dim=1)
         gate = torch.sigmoid(gate)
         return self.project(z), (1 - gate) * memory + gate * torch.tanh(candidate)
+
+
+def observed_fraction(mask: torch.Tensor) -> torch.Tensor:
+    """Each sample's fraction of observed nodes, ``(B, 1, *grid) -> (B, 1, 1, ...)``, at least
+    one node's worth (a sample without observations gets no correction anyway)."""
+    nodes = mask[0].numel()
+    return mask.flatten(1).sum(1).clamp_min(1).div(nodes).reshape(-1, *([1] * (mask.dim() - 1)))
 
 
 def correct(
@@ -276,6 +297,8 @@ class SemilinearObserver(nn.Module):
         measurement_hidden: hidden width of ``E``'s per-node network.
         memory: latent channels the gain carries from step to step (module docstring; 0: the
             paper's observer, the state alone).
+        density_scaled: the gain reads the innovation divided by the observed fraction
+            (module docstring; False: the paper's raw innovation).
         input_steps, output_steps: filled in from the data by training (the window); unused.
 
     Shapes: ``forward(measured (B, T, *grid), mask (B, T, *grid), prior (B, *grid) | None)``
@@ -298,6 +321,7 @@ class SemilinearObserver(nn.Module):
         coordinates: bool = False,
         measurement_hidden: int = 16,
         memory: int = 0,
+        density_scaled: bool = False,
         input_steps: int | None = None,
         output_steps: int | None = None,
     ) -> None:
@@ -311,6 +335,8 @@ class SemilinearObserver(nn.Module):
         g_layers = _positive("gain_layers", layers if gain_layers is None else gain_layers)
         if isinstance(memory, bool) or not isinstance(memory, int) or memory < 0:
             raise ValueError(f"memory must be an integer >= 0, got {memory!r}")
+        if not isinstance(density_scaled, bool):
+            raise ValueError(f"density_scaled must be true or false, got {density_scaled!r}")
         spec = {"weight": weight, "rank": rank, "blocks": blocks}
         self.predictor = SpectralNet(
             1, 1, width, self.modes, layers, coordinates=coordinates, **spec
@@ -318,7 +344,15 @@ class SemilinearObserver(nn.Module):
         self.measurement = Measurement(
             len(self.modes), _positive("measurement_hidden", measurement_hidden)
         )
-        self.gain = Gain(g_width, g_modes, g_layers, coordinates=coordinates, memory=memory, **spec)
+        self.gain = Gain(
+            g_width,
+            g_modes,
+            g_layers,
+            coordinates=coordinates,
+            memory=memory,
+            density_scaled=density_scaled,
+            **spec,
+        )
         self.config = {
             "modes": list(self.modes),
             "width": width,
@@ -332,6 +366,7 @@ class SemilinearObserver(nn.Module):
             "coordinates": coordinates,
             "measurement_hidden": measurement_hidden,
             "memory": memory,
+            "density_scaled": density_scaled,
         }
 
     @classmethod

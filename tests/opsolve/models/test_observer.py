@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 
-from opsolve.models.observer import SemilinearObserver, correct
+from opsolve.models.observer import SemilinearObserver, correct, observed_fraction
 from opsolve.observations import observation_masks, observe, seeded
 from tests.conftest import ROOT, run_cli
 
@@ -214,6 +214,55 @@ def test_a_memory_observer_round_trips_through_its_state_dict():
 def test_a_bad_memory_is_one_clear_error(memory):
     with pytest.raises(ValueError, match="memory must be an integer >= 0"):
         _observer(1, memory=memory)
+
+
+def test_the_observed_fraction_makes_a_constant_innovation_density_free():
+    """``d / p`` averages to the innovation's value on every sample, whatever its density,
+    and a sample without observations divides by one node's worth, not by zero."""
+    mask = observation_masks(4, 1, (16, 16), 0.1, generator=seeded(8))[:, :1].clone()
+    mask[1] = observation_masks(1, 1, (16, 16), 0.4, generator=seeded(9))[:, :1]
+    mask[2] = True
+    mask[3] = False
+    innovation = 0.7 * mask.double()
+    averaged = (innovation / observed_fraction(mask)).mean(dim=(1, 2, 3))
+    torch.testing.assert_close(averaged[:3], torch.full((3,), 0.7, dtype=torch.float64))
+    assert averaged[3] == 0.0
+    assert observed_fraction(mask)[3].item() == 1 / 256
+
+
+@pytest.mark.parametrize("ndim", [1, 2])
+def test_a_density_scaled_gain_reads_the_innovation_over_the_observed_fraction(ndim):
+    """The scaled gain is the raw gain applied to ``d / p``: the same for a fully observed
+    sample, per sample for mixed densities; no observations still means no correction."""
+    grid = (32,) if ndim == 1 else (16, 16)
+    scaled = _observer(ndim, memory=2, density_scaled=True).double()
+    _randomize_memory(scaled, seed=3)
+    raw = _observer(ndim, memory=2).double()
+    raw.load_state_dict(scaled.state_dict())
+    forecast = torch.randn(3, 1, *grid, dtype=torch.float64)
+    mask = observation_masks(3, 1, grid, 0.2, generator=seeded(10))[:, :1].clone()
+    mask[0] = True
+    innovation = mask * torch.randn(3, 1, *grid, dtype=torch.float64)
+    memory = torch.zeros(3, 2, *grid, dtype=torch.float64)
+    m = mask.double()
+    out, _ = scaled.gain(forecast, innovation, m, memory)
+    expected, _ = raw.gain(forecast, innovation / observed_fraction(m), m, memory)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    torch.testing.assert_close(out[:1], raw.gain(forecast, innovation, m, memory)[0][:1])
+    truth = torch.randn(2, 5, *grid, dtype=torch.float64)
+    observed = observation_masks(2, 5, grid, 0.3, generator=seeded(11))
+    measured = observe(truth, observed, 0.1, seeded(12))
+    free = scaled(measured, observed, correct=False)[0]
+    assert torch.equal(scaled(measured, torch.zeros_like(observed))[0], free)
+    again = SemilinearObserver.from_config(scaled.config).double()
+    again.load_state_dict(scaled.state_dict())
+    assert torch.equal(again(measured, observed)[0], scaled(measured, observed)[0])
+    assert not torch.equal(raw(measured, observed)[0], scaled(measured, observed)[0])
+
+
+def test_a_bad_density_scaled_is_one_clear_error():
+    with pytest.raises(ValueError, match="density_scaled must be true or false"):
+        _observer(1, density_scaled="yes")
 
 
 def test_the_forecasts_of_given_states_are_the_predictors_own():
