@@ -14,8 +14,8 @@ Two measurements:
    relative L2, optimizer state of the last checkpoint, peak memory, seconds per epoch.
 
     python benchmarks/lowrank_training.py [--epochs 20] [--rank 0.5] [--update-gap 50]
-        [--scale 1.0] [--seed 0] [--leading-axes N] [--rotate-moments] [--models lsm sfno]
-        [--out runs/bench/lowrank]
+        [--scale 1.0] [--seed 0] [--leading-axes N] [--rotate-moments] [--residual]
+        [--models lsm sfno] [--out runs/bench/lowrank]
         [--device cpu]
 """
 
@@ -75,6 +75,8 @@ def optimizer_overrides(name: str, args) -> list[str]:
             out.append(f"optimizer.galore.leading_axes={args.leading_axes}")
         if args.rotate_moments:
             out.append("optimizer.galore.rotate_moments=true")
+        if args.residual:
+            out.append("optimizer.galore.residual=true")
     return out
 
 
@@ -228,6 +230,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--rotate-moments", action="store_true", help="carry the moments into new subspaces"
+    )
+    parser.add_argument(
+        "--residual", action="store_true", help="apply the gradient outside the subspace (Fira)"
     )
     parser.add_argument("--models", nargs="+", choices=sorted(SMALL), default=list(SMALL))
     parser.add_argument("--skip-published", action="store_true")

@@ -140,6 +140,9 @@ class GaLore(StrictModel):
     rotate_moments: bool = Field(
         False, description="carry Adam's moments into each recomputed subspace"
     )
+    residual: bool = Field(
+        False, description="also apply the gradient outside the subspace, scaled (Fira)"
+    )
 
 
 class Optimizer(StrictModel):

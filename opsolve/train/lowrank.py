@@ -20,6 +20,14 @@ which weights are projected and how far, and changes four things of the library'
   loads with ``torch.load(weights_only=True)`` and a resumed run continues bit for bit.
 
 Weights of two or more axes are projected; biases and norm scales are updated by plain AdamW.
+
+Optionally (``residual=True``) the part of the gradient outside the subspace is applied too,
+as Fira does (Chen et al., "Fira: can we achieve full-rank training of LLMs under low-rank
+constraint?", 2024): scaled by ``phi = ||psi(R)|| / ||R||``, how much Adam's normalization
+``psi`` enlarges the projected gradient ``R`` this step, so the whole update is full rank while
+the moments stay low rank; its norm may grow by at most 1.01x per step (Fira's limiter against
+spikes). One scalar per weight is all it adds to the state. Fira scales each column of a
+matrix; a Tucker core has no columns, so ``phi`` is one number per weight here.
 """
 
 from __future__ import annotations
@@ -107,6 +115,8 @@ class LowRankAdamW(NeuralopAdamW):
         rotate: when a subspace is recomputed, carry the moments into it
             (:func:`rotate_moments`) instead of keeping their coordinates in the old one, as
             the library (and GaLore) does.
+        residual: also apply the gradient's part outside the subspace, scaled as Fira does
+            (module docstring; :func:`residual_update`).
     """
 
     def __init__(
@@ -119,6 +129,7 @@ class LowRankAdamW(NeuralopAdamW):
         scale: float = 1.0,
         leading_axes: int | None = None,
         rotate: bool = False,
+        residual: bool = False,
     ) -> None:
         if not 0.0 < rank <= 1.0:
             raise ValueError(f"rank must be in (0, 1], got {rank}")
@@ -126,6 +137,7 @@ class LowRankAdamW(NeuralopAdamW):
             raise ValueError(f"leading_axes must be at least 1, got {leading_axes}")
         self.leading_axes = leading_axes
         self.rotate = rotate
+        self.residual = residual
         params = [p for p in params if p.requires_grad]
         projected = [p for p in params if p.dim() >= 2]
         plain = [p for p in params if p.dim() < 2]
@@ -171,7 +183,35 @@ class LowRankAdamW(NeuralopAdamW):
                     new = projector.get_projection_tensor(p.grad, projector.rank)
                     rotate_moments(state, projector.proj_tensor, new)
                     projector.proj_tensor, projector.preset = new, True
-        return super().step(closure)
+        loss = super().step(closure)
+        if self.residual:
+            for group in self.param_groups:
+                if group.get("galore", False):
+                    for p in group["params"]:
+                        if p.grad is not None:
+                            self._apply_residual(p, group)
+        return loss
+
+    def _apply_residual(self, p: torch.nn.Parameter, group: dict[str, Any]) -> None:
+        """After the library's step: ``p -= step_size * scale * S`` (:func:`residual_update`),
+        ``step_size`` the library's (learning rate with Adam's bias corrections)."""
+        state = self.state[p]
+        projector = state["projector"]
+        normalized = state["exp_avg"] / (state["exp_avg_sq"].sqrt() + group["eps"])
+        update, state["residual_norm"] = residual_update(
+            p.grad,
+            projector.proj_tensor,
+            normalized,
+            state.get("residual_norm"),
+            projector.transform,
+            projector.inverse_transform,
+        )
+        step_size = group["lr"]
+        if group["correct_bias"]:
+            beta1, beta2 = group["betas"]
+            step = state["step"]
+            step_size *= math.sqrt(1.0 - beta2**step) / (1.0 - beta1**step)
+        p.add_(update, alpha=-step_size * projector.scale)
 
     def state_dict(self) -> dict[str, Any]:
         """The state with each projector replaced by its list of Tucker factors."""
@@ -217,6 +257,33 @@ def rotate_moments(state: dict[str, Any], old: list[torch.Tensor], new: list[tor
     state["exp_avg"] = mode_products(state["exp_avg"], rotations)
     squares = [r.abs().square() for r in rotations]
     state["exp_avg_sq"] = mode_products(state["exp_avg_sq"], squares)
+
+
+def residual_update(
+    grad: torch.Tensor,
+    factors: list[torch.Tensor],
+    normalized: torch.Tensor,
+    previous_norm: torch.Tensor | None,
+    transform: Callable[[list[torch.Tensor], torch.Tensor], torch.Tensor],
+    inverse_transform: Callable[[list[torch.Tensor], torch.Tensor], torch.Tensor],
+    growth: float = 1.01,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fira's update from the gradient outside the subspace: ``S = phi (G - Q(Q^H G))`` with
+    ``phi = ||psi(R)|| / ||R||``, ``R = Q^H G`` the projected gradient (Tucker factors ``Q``)
+    and ``psi(R)`` = ``normalized``, Adam's normalized low-rank step; if ``||S||`` exceeds
+    ``growth`` times the previous step's, it is scaled down to that. Returns ``S`` (the shape of
+    ``grad``) and ``||S||`` for the next step's limit."""
+    projected = transform(factors, grad)
+    outside = grad - inverse_transform(factors, projected)
+    phi = torch.linalg.vector_norm(normalized) / torch.linalg.vector_norm(projected).clamp_min(
+        torch.finfo(torch.float64).tiny
+    )
+    update = phi * outside
+    norm = torch.linalg.vector_norm(update)
+    if previous_norm is not None and norm > growth * previous_norm:
+        update = update * (growth * previous_norm / norm)
+        norm = growth * previous_norm
+    return update, norm.detach().clone()
 
 
 def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:

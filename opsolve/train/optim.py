@@ -31,6 +31,7 @@ def build_optimizer(
             scale=g.scale,
             leading_axes=g.leading_axes,
             rotate=g.rotate_moments,
+            residual=g.residual,
         )
     cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
     return cls(params, lr=o.lr, weight_decay=o.weight_decay)

@@ -12,8 +12,10 @@ from opsolve.train.checkpoint import load_checkpoint
 from opsolve.train.config import load_train_config
 from opsolve.train.lowrank import (
     LowRankAdamW,
+    RefreshedProjector,
     mode_products,
     optimizer_state_bytes,
+    residual_update,
     rotate_moments,
     tucker_ranks,
 )
@@ -74,13 +76,18 @@ def test_state_is_a_fraction_of_adamw_and_the_subspace_is_refreshed():
     assert not torch.allclose(first[0], moved[0])
 
 
-@pytest.mark.parametrize("rotate", [False, True])
-def test_a_weights_only_round_trip_continues_bit_for_bit(rotate):
+@pytest.mark.parametrize("rotate, residual", [(False, False), (True, False), (True, True)])
+def test_a_weights_only_round_trip_continues_bit_for_bit(rotate, residual):
     torch.manual_seed(1)
     model = LSM(1, 1, width=8)
     x = torch.randn(2, 1, 32, 32)
     optimizer = LowRankAdamW(
-        model.parameters(), lr=1e-3, weight_decay=1e-4, update_gap=3, rotate=rotate
+        model.parameters(),
+        lr=1e-3,
+        weight_decay=1e-4,
+        update_gap=3,
+        rotate=rotate,
+        residual=residual,
     )
     for _ in range(2):
         _step(model, optimizer, x)
@@ -93,7 +100,12 @@ def test_a_weights_only_round_trip_continues_bit_for_bit(rotate):
     clone = LSM(1, 1, width=8)
     clone.load_state_dict(saved["model"])
     resumed = LowRankAdamW(
-        clone.parameters(), lr=1e-3, weight_decay=1e-4, update_gap=3, rotate=rotate
+        clone.parameters(),
+        lr=1e-3,
+        weight_decay=1e-4,
+        update_gap=3,
+        rotate=rotate,
+        residual=residual,
     )
     resumed.load_state_dict(saved["optimizer"])
     for _ in range(3):
@@ -208,3 +220,60 @@ def test_rotating_the_moments_changes_training_only_when_the_subspace_moves():
             torch.equal(a, b) for a, b in zip(runs[False][step], runs[True][step], strict=True)
         )
     assert not all(torch.equal(a, b) for a, b in zip(runs[False][3], runs[True][3], strict=True))
+
+
+def test_the_residual_is_phi_times_the_gradient_outside_the_subspace():
+    """``S = phi (G - Q Q^H G)``, ``phi = ||psi(R)|| / ||R||``: orthogonal to the subspace, as
+    large as Adam's normalization makes the projected step; its norm grows at most 1.01x."""
+    torch.manual_seed(6)
+    shape, ranks = (9, 8, 3), [4, 3, 3]
+    factors = [_orthonormal(n, r) for n, r in zip(shape, ranks, strict=True)]
+    grad = torch.randn(shape, dtype=torch.float64)
+    normalized = torch.randn(ranks, dtype=torch.float64)
+    projector = RefreshedProjector(rank=ranks, update_proj_gap=10)
+    args = (projector.transform, projector.inverse_transform)
+    update, norm = residual_update(grad, factors, normalized, None, *args)
+    projected = mode_products(grad, [f.T for f in factors])
+    inside = mode_products(projected, factors)
+    phi = normalized.norm() / projected.norm()
+    torch.testing.assert_close(update, phi * (grad - inside), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(mode_products(update, [f.T for f in factors]), 0 * projected)
+    assert norm == update.norm()
+    limited, limited_norm = residual_update(grad, factors, normalized, norm / 2, *args)
+    torch.testing.assert_close(limited, update * (1.01 / 2), rtol=1e-12, atol=0)
+    torch.testing.assert_close(limited_norm, norm * 1.01 / 2)
+
+
+def test_the_residual_adds_the_part_outside_the_subspace_and_nothing_at_full_rank():
+    """One step with the residual moves each projected weight by ``-step_size * S`` more than
+    the library's step; at full rank nothing lies outside, so the two steps agree."""
+    x = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(7))
+    for rank in (0.5, 1.0):
+        after = {}
+        for residual in (False, True):
+            torch.manual_seed(8)
+            model = LSM(1, 1, width=8).double()
+            optimizer = LowRankAdamW(
+                model.parameters(), lr=1e-3, rank=rank, update_gap=5, residual=residual
+            )
+            _step(model, optimizer, x.double())
+            weight = model.encoder[1][1][0].weight
+            after[residual] = (
+                weight.detach().clone(),
+                weight.grad.clone(),
+                optimizer.state[weight],
+            )
+        (plain, grad, _), (full, _, state) = after[False], after[True]
+        projected = state["projector"].transform(state["projector"].proj_tensor, grad)
+        outside = grad - state["projector"].inverse_transform(
+            state["projector"].proj_tensor, projected
+        )
+        if rank == 1.0:
+            assert outside.abs().max() < 1e-12
+            torch.testing.assert_close(full, plain, rtol=0, atol=1e-14)
+        else:
+            normalized = state["exp_avg"] / (state["exp_avg_sq"].sqrt() + 1e-6)
+            phi = normalized.norm() / projected.norm()
+            step_size = 1e-3 * (1 - 0.999) ** 0.5 / (1 - 0.9)
+            torch.testing.assert_close(full - plain, -step_size * phi * outside)
+            assert (full - plain).abs().max() > 1e-6
