@@ -81,14 +81,8 @@ def test_a_weights_only_round_trip_continues_bit_for_bit(rotate, residual):
     torch.manual_seed(1)
     model = LSM(1, 1, width=8)
     x = torch.randn(2, 1, 32, 32)
-    optimizer = LowRankAdamW(
-        model.parameters(),
-        lr=1e-3,
-        weight_decay=1e-4,
-        update_gap=3,
-        rotate=rotate,
-        residual=residual,
-    )
+    options = {"lr": 1e-3, "weight_decay": 1e-4, "update_gap": 3, "rotate": rotate}
+    optimizer = LowRankAdamW(model.parameters(), residual=residual, **options)
     for _ in range(2):
         _step(model, optimizer, x)
     buffer = io.BytesIO()
@@ -99,14 +93,7 @@ def test_a_weights_only_round_trip_continues_bit_for_bit(rotate, residual):
     saved = torch.load(buffer, weights_only=True)
     clone = LSM(1, 1, width=8)
     clone.load_state_dict(saved["model"])
-    resumed = LowRankAdamW(
-        clone.parameters(),
-        lr=1e-3,
-        weight_decay=1e-4,
-        update_gap=3,
-        rotate=rotate,
-        residual=residual,
-    )
+    resumed = LowRankAdamW(clone.parameters(), residual=residual, **options)
     resumed.load_state_dict(saved["optimizer"])
     for _ in range(3):
         _step(clone, resumed, x)
