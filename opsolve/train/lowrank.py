@@ -272,11 +272,13 @@ def residual_update(
     ``phi = ||psi(R)|| / ||R||``, ``R = Q^H G`` the projected gradient (Tucker factors ``Q``)
     and ``psi(R)`` = ``normalized``, Adam's normalized low-rank step; if ``||S||`` exceeds
     ``growth`` times the previous step's, it is scaled down to that. Returns ``S`` (the shape of
-    ``grad``) and ``||S||`` for the next step's limit."""
+    ``grad``) and ``||S||`` for the next step's limit. A zero projected gradient gives
+    ``phi = 0``: no residual, never a NaN."""
     projected = transform(factors, grad)
     outside = grad - inverse_transform(factors, projected)
-    phi = torch.linalg.vector_norm(normalized) / torch.linalg.vector_norm(projected).clamp_min(
-        torch.finfo(torch.float64).tiny
+    projected_norm = torch.linalg.vector_norm(projected)
+    phi = torch.where(
+        projected_norm > 0, torch.linalg.vector_norm(normalized) / projected_norm, 0.0
     )
     update = phi * outside
     norm = torch.linalg.vector_norm(update)

@@ -229,6 +229,9 @@ def test_the_residual_is_phi_times_the_gradient_outside_the_subspace():
     limited, limited_norm = residual_update(grad, factors, normalized, norm / 2, *args)
     torch.testing.assert_close(limited, update * (1.01 / 2), rtol=1e-12, atol=0)
     torch.testing.assert_close(limited_norm, norm * 1.01 / 2)
+    single = [f.float() for f in factors]  # float32: 1 / tiny of float64 would be 0 / 0
+    zero, zero_norm = residual_update(0 * grad.float(), single, normalized.float(), None, *args)
+    assert torch.equal(zero, torch.zeros_like(zero)) and zero_norm == 0  # no gradient, no NaN
 
 
 def test_the_residual_adds_the_part_outside_the_subspace_and_nothing_at_full_rank():
