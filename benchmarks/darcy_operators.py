@@ -23,7 +23,13 @@ epochs, seconds per epoch, peak memory, and each model's L2 over FNO's.
 
     python benchmarks/darcy_operators.py [--resolution 85] [--train 1000] [--valid 100]
         [--test 100] [--epochs 3] [--models mgno fno tfno] [--out runs/bench/darcy_operators]
-        [--device cpu]
+        [--device cpu] [--plan MODEL=EPOCHS ...] [--side-by-side]
+
+``--plan lsm=3 fno=16`` trains one round only, each model for its own epochs (an equal
+wall-clock chosen by hand from measured seconds per epoch; the table shows the seconds each
+took). ``--side-by-side`` trains a round's models at the same time, each on one thread pinned to
+its own core, so that on a machine with a core per model they run under the same conditions in
+the time of the longest.
 """
 
 from __future__ import annotations
@@ -31,11 +37,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 import time
 from pathlib import Path
 
-from operator_runs import ROOT, machine_line, run, table, train_in_child
+from operator_runs import ROOT, finish_training, machine_line, run, start_training, table
 
 
 def generate_data(
@@ -79,8 +86,8 @@ def compressed_schedule(config: Path, epochs: int) -> list[str]:
     return [f"scheduler.step_size={step}"]
 
 
-def train_one(model: str, data: Path, run: Path, epochs: int, counts: dict, device: str) -> dict:
-    """Train one model in a child process; returns its seconds and peak memory (MiB)."""
+def train_overrides(model: str, data: Path, run: Path, epochs: int, counts: dict, device: str):
+    """``(config, overrides)`` that train ``model``'s published config on the shared data."""
     config = ROOT / "configs" / "train" / f"darcy_{model}.yaml"
     overrides = [
         f"data.root={data}",
@@ -93,24 +100,46 @@ def train_one(model: str, data: Path, run: Path, epochs: int, counts: dict, devi
         f"device={device}",
         *compressed_schedule(config, epochs),
     ]
-    return train_in_child(config, overrides)
+    return config, overrides
 
 
 def round_of(name: str, plan: dict[str, int], args, data: Path, counts: dict) -> dict:
-    """Train every model for its planned epochs, then compare them on the test split."""
+    """Train every model for its planned epochs, then compare them on the test split. One
+    model after another, or with ``args.side_by_side`` all at once, one thread each, each
+    pinned to its own core."""
     from opsolve.eval.compare import compare_runs
 
-    runs, costs = {}, {}
+    runs, costs, children = {}, {}, {}
+    cores = sorted(os.sched_getaffinity(0))  # the cores this process may use (main checks)
+    for i, (model, epochs) in enumerate(plan.items()):
+        runs[model] = args.out / name / model
+        config, overrides = train_overrides(model, data, runs[model], epochs, counts, args.device)
+        core = cores[i] if args.side_by_side else None
+        children[model] = (start_training(config, overrides, core), config)
+        if core is None:
+            costs[model] = finish_training(*children[model])
     for model, epochs in plan.items():
-        run = args.out / name / model
-        costs[model] = train_one(model, data, run, epochs, counts, args.device)
-        runs[model] = run
+        costs[model] = costs.get(model) or finish_training(*children[model])
         print(f"{name}: {model} {epochs} epochs in {costs[model]['seconds']:.0f} s", flush=True)
     result = compare_runs(list(runs.values()), args.out / name / "compare", samples=2)
     rows = result["rows"]
     for model in plan:
         rows[model]["peak_memory_mib"] = costs[model]["peak_mib"]
     return rows
+
+
+def parse_plan(items: list[str], models: list[str]) -> dict[str, int]:
+    """``["lsm=3", "fno=16"]`` -> ``{"lsm": 3, "fno": 16}``; one line for a bad item."""
+    plan = {}
+    for item in items:
+        model, _, epochs = item.partition("=")
+        if model not in models or not epochs.isdigit() or int(epochs) < 1:
+            raise SystemExit(
+                f"error: --plan {item!r}: expected MODEL=EPOCHS with MODEL one of {models} "
+                "and EPOCHS a positive integer"
+            )
+        plan[model] = int(epochs)
+    return plan
 
 
 def main() -> None:
@@ -123,10 +152,33 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["mgno", "fno", "tfno"])
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "darcy_operators")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    parser.add_argument(
+        "--plan",
+        nargs="+",
+        metavar="MODEL=EPOCHS",
+        help="one round only, each model its own epochs (an equal wall-clock chosen by hand)",
+    )
+    parser.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="train a round's models at once, one thread each, each pinned to its own core",
+    )
     args = parser.parse_args()
     counts = {"train": args.train, "valid": args.valid, "test": args.test}
     print(f"{machine_line(args.device)}; {args.resolution}^2, {counts}", flush=True)
+    if args.side_by_side and (
+        args.device != "cpu" or len(args.models) > len(os.sched_getaffinity(0))
+    ):
+        raise SystemExit("error: --side-by-side needs --device cpu and a core per model")
+    plan = parse_plan(args.plan, args.models) if args.plan else None
     data = generate_data(args.out / "data", args.resolution, counts)
+    if plan:
+        rows = round_of("planned", plan, args, data, counts)
+        report = table("Planned epochs", {m: rows[m] for m in plan}, "fno")
+        print("\n" + report)
+        (args.out / "report.md").write_text(report)
+        (args.out / "report.json").write_text(json.dumps({"planned": rows}, indent=2))
+        return
 
     plan = dict.fromkeys(args.models, args.epochs)
     same_epochs = round_of("same epochs", plan, args, data, counts)

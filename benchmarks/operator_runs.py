@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -18,14 +19,17 @@ _TRAIN_AND_MEASURE = (
     "from datagen.core.errors import UserError\n"
     "from opsolve.train.config import load_train_config\n"
     "from opsolve.train.trainer import train\n"
+    "import time\n"
+    "start = time.perf_counter()\n"
     "try:\n"
     "    cfg = load_train_config(sys.argv[1], sys.argv[2:])\n"
     "    train(cfg, overwrite=True, progress=False)\n"
     "except UserError as error:\n"
     "    sys.exit(f'error: {error}')\n"
+    "seconds = time.perf_counter() - start\n"
     "rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"
     "gpu = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0\n"
-    "print('PEAK', json.dumps({'rss': rss, 'cuda': gpu}))\n"
+    "print('PEAK', json.dumps({'rss': rss, 'cuda': gpu, 'seconds': seconds}))\n"
 )
 
 
@@ -37,30 +41,43 @@ def machine_line(device: str) -> str:
     )
 
 
-def train_in_child(config: Path, overrides: list[str]) -> dict:
-    """``opsolve train CONFIG OVERRIDES`` in a child process, so its peak memory is its own.
-
-    Returns ``{"seconds": wall seconds, "peak_mib": peak CUDA memory on a GPU, else the peak
-    resident set}``; a failed training ends the benchmark with the child's error.
-    """
-    start = time.perf_counter()
-    done = subprocess.run(
+def start_training(config: Path, overrides: list[str], core: int | None = None) -> subprocess.Popen:
+    """Start ``opsolve train CONFIG OVERRIDES`` in a child process, so its peak memory is its
+    own; with ``core``, the child runs one thread pinned to that CPU core (Linux), so that
+    trainings started side by side do not compete for cores."""
+    env, pin = None, None
+    if core is not None:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        pin = lambda: os.sched_setaffinity(0, {core})  # noqa: E731
+    return subprocess.Popen(
         [sys.executable, "-c", _TRAIN_AND_MEASURE, str(config), *overrides],
         cwd=ROOT,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        check=False,
+        env=env,
+        preexec_fn=pin,
     )
-    if done.returncode != 0:
-        lines = done.stderr.strip().splitlines() or ["(no message)"]
+
+
+def finish_training(child: subprocess.Popen, config: Path) -> dict:
+    """Wait for a child of :func:`start_training`. Returns ``{"seconds": the child's wall
+    seconds of loading and training, "peak_mib": peak CUDA memory on a GPU, else the peak
+    resident set}``; a failed training ends the benchmark with the child's error."""
+    stdout, stderr = child.communicate()
+    if child.returncode != 0:
+        lines = stderr.strip().splitlines() or ["(no message)"]
         if lines[-1].startswith("error: "):  # bad input: the child's one line
             raise SystemExit(f"training {config.name}: {lines[-1]}")
-        raise SystemExit(f"training {config.name} failed:\n{done.stderr[-2000:]}")
-    peak = json.loads(done.stdout.rsplit("PEAK", 1)[1])
-    return {
-        "seconds": time.perf_counter() - start,
-        "peak_mib": (peak["cuda"] or peak["rss"]) / 2**20,
-    }
+        raise SystemExit(f"training {config.name} failed:\n{stderr[-2000:]}")
+    peak = json.loads(stdout.rsplit("PEAK", 1)[1])
+    return {"seconds": peak["seconds"], "peak_mib": (peak["cuda"] or peak["rss"]) / 2**20}
+
+
+def train_in_child(config: Path, overrides: list[str]) -> dict:
+    """Train in a child process and wait for it (:func:`start_training`,
+    :func:`finish_training`)."""
+    return finish_training(start_training(config, overrides), config)
 
 
 def run(main) -> None:
