@@ -45,6 +45,7 @@ Gathering, zero-filling and scattering modes are not counted.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -302,12 +303,38 @@ def check_modes(modes: Sequence[int], sizes: Sequence[int], what: str = "input")
             )
 
 
-def mode_indices(modes: Sequence[int], sizes: Sequence[int], device=None) -> list[torch.Tensor]:
-    """Per axis, the positions of the kept modes in an ``rfftn`` spectrum of grid ``sizes``."""
-    index = [torch.arange(m, device=device) for m in modes]
-    for axis, (m, n) in enumerate(zip(modes[:-1], sizes[:-1], strict=True)):
-        index[axis] = torch.cat([index[axis], torch.arange(n - m, n, device=device)])
-    return index
+def mode_blocks(
+    modes: Sequence[int], sizes: Sequence[int]
+) -> list[tuple[tuple[slice, ...], tuple[slice, ...]]]:
+    """The kept modes of an ``rfftn`` spectrum of grid ``sizes`` as ``2^(d-1)`` rectangular
+    blocks (low and high frequencies of each non-last axis, the low ones of the last):
+    ``(slices of the spectrum, slices of the kept array)`` per block. On each non-last axis the
+    kept array holds the low modes ``0 .. m-1`` then the high ones ``n-m .. n-1``. Copying block
+    by block costs a few strided copies, where indexing with index tensors is a gather."""
+    per_axis = [[(slice(0, m), slice(0, m)), (slice(n - m, n), slice(m, 2 * m))]
+                for m, n in zip(modes[:-1], sizes[:-1], strict=True)]  # fmt: skip
+    per_axis.append([(slice(0, modes[-1]), slice(0, modes[-1]))])
+    return [tuple(zip(*block, strict=True)) for block in itertools.product(*per_axis)]
+
+
+def gather_modes(x_ft: torch.Tensor, modes: Sequence[int]) -> torch.Tensor:
+    """The kept modes of ``x_ft`` ``(B, C, *spectrum)``: ``(B, C, *kept)`` (:func:`mode_blocks`)."""
+    blocks = mode_blocks(modes, (*x_ft.shape[2:-1], 0))  # the last axis: low modes only
+    if len(blocks) == 1:  # one axis: a view
+        return x_ft[(..., *blocks[0][0])]
+    out = x_ft.new_empty(*x_ft.shape[:2], *kept_shape(modes))
+    for spectrum, block in blocks:
+        out[(..., *block)] = x_ft[(..., *spectrum)]
+    return out
+
+
+def scatter_modes(y: torch.Tensor, modes: Sequence[int], spectrum: Sequence[int]) -> torch.Tensor:
+    """``y`` ``(B, C, *kept)`` placed in a zero spectrum ``(B, C, *spectrum)`` at the kept modes
+    of :func:`mode_blocks`."""
+    y_ft = y.new_zeros(*y.shape[:2], *spectrum)
+    for part, block in mode_blocks(modes, (*spectrum[:-1], 0)):
+        y_ft[(..., *part)] = y[(..., *block)]
+    return y_ft
 
 
 def _fft_flops(points: int, channels: int) -> float:
@@ -449,14 +476,11 @@ class SpectralConv(nn.Module):
         dtype = complex_dtype(x, next(self.mixer.parameters()))
         x_ft = self._forward_transform(x).to(dtype)
         batch = x.shape[0]
-        in_index = torch.meshgrid(mode_indices(self.modes, sizes, x.device), indexing="ij")
-        kept = x_ft[(..., *in_index)]
+        kept = gather_modes(x_ft, self.modes)
         y = self.mixer(kept.reshape(batch, self.in_channels, -1))
         spectrum = (*out_sizes[:-1], out_sizes[-1] // 2 + 1)
-        y_ft = y.new_zeros(batch, self.out_channels, *spectrum)
-        out_index = torch.meshgrid(mode_indices(self.modes, out_sizes, x.device), indexing="ij")
-        y_ft[(..., *out_index)] = y.reshape(batch, self.out_channels, *self.kept)
-        return self._inverse_transform(y_ft, out_sizes)
+        y = y.reshape(batch, self.out_channels, *self.kept)
+        return self._inverse_transform(scatter_modes(y, self.modes, spectrum), out_sizes)
 
     def _fixed_out(self) -> tuple[int, ...]:
         assert self.grid is not None

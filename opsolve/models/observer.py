@@ -53,16 +53,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from opsolve.layers.pointwise import Pointwise
 from opsolve.layers.spectral import SpectralConv
-
-_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 
 Measure = Callable[[torch.Tensor], torch.Tensor]
 GainFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def _pointwise(ndim: int, c_in: int, c_out: int, bias: bool = True) -> nn.Module:
-    return _CONV[ndim](c_in, c_out, kernel_size=1, bias=bias)
 
 
 def _modes(modes: int | Sequence[int]) -> tuple[int, ...]:
@@ -107,7 +102,7 @@ class SpectralBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.spectral = SpectralConv(width, width, modes, weight, rank=rank, blocks=blocks)
-        self.local = _pointwise(len(modes), width, width, bias)
+        self.local = Pointwise(len(modes), width, width, bias)
         self.act = nn.GELU()
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
@@ -138,12 +133,12 @@ class SpectralNet(nn.Module):
         super().__init__()
         d = len(modes)
         self.coordinates = coordinates
-        self.lift = _pointwise(d, in_channels + (2 * d if coordinates else 0), width)
+        self.lift = Pointwise(d, in_channels + (2 * d if coordinates else 0), width)
         self.blocks = nn.ModuleList(
             SpectralBlock(width, modes, weight, rank, blocks) for _ in range(layers)
         )
         self.project = nn.Sequential(
-            _pointwise(d, width, 2 * width), nn.GELU(), _pointwise(d, 2 * width, out_channels)
+            Pointwise(d, width, 2 * width), nn.GELU(), Pointwise(d, 2 * width, out_channels)
         )
         if zero_output:
             nn.init.zeros_(self.project[-1].weight)
@@ -164,9 +159,7 @@ class Measurement(nn.Module):
 
     def __init__(self, ndim: int, hidden: int = 16) -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            _pointwise(ndim, 1, hidden), nn.GELU(), _pointwise(ndim, hidden, 1)
-        )
+        self.net = nn.Sequential(Pointwise(ndim, 1, hidden), nn.GELU(), Pointwise(ndim, hidden, 1))
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 
@@ -208,20 +201,20 @@ class Gain(nn.Module):
         self.coordinates = coordinates
         self.memory = memory
         self.density_scaled = density_scaled
-        self.state_lift = _pointwise(d, 2 + memory + (2 * d if coordinates else 0), width)
+        self.state_lift = Pointwise(d, 2 + memory + (2 * d if coordinates else 0), width)
         self.state = nn.ModuleList(
             SpectralBlock(width, modes, weight, rank, blocks) for _ in range(layers)
         )
-        self.lift = _pointwise(d, 1, width, bias=False)
+        self.lift = Pointwise(d, 1, width, bias=False)
         self.innovation = nn.ModuleList(
             SpectralBlock(width, modes, weight, rank, blocks, bias=False) for _ in range(layers)
         )
         self.project = nn.Sequential(
-            _pointwise(d, width, width, bias=False), nn.GELU(), _pointwise(d, width, 1, bias=False)
+            Pointwise(d, width, width, bias=False), nn.GELU(), Pointwise(d, width, 1, bias=False)
         )
         nn.init.zeros_(self.project[-1].weight)
         if memory:
-            self.remember = _pointwise(d, 2 * width, 2 * memory)
+            self.remember = Pointwise(d, 2 * width, 2 * memory)
 
     def forward(
         self,

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from opsolve.layers.spectral import SpectralConv, check_modes, mode_indices
+from opsolve.layers.spectral import SpectralConv, check_modes, gather_modes, scatter_modes
 
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}
 
@@ -99,15 +99,12 @@ class OutputSpectralConv(SpectralConv):
         check_modes(self.modes[:-1] + (1,), out_sizes, "output")
         x_ft = torch.fft.rfftn(x, dim=(-3, -2, -1), norm="forward")
         x_ft = x_ft.to(torch.promote_types(x_ft.dtype, torch.complex64))
-        grid = torch.meshgrid(mode_indices(self.modes, sizes, x.device), indexing="ij")
-        y = self.mixer(x_ft[(..., *grid)].reshape(x.shape[0], self.in_channels, -1))
+        kept = gather_modes(x_ft, self.modes)
+        y = self.mixer(kept.reshape(x.shape[0], self.in_channels, -1))
         y = y.reshape(x.shape[0], self.out_channels, *self.kept)
         fit = min(self.modes[-1], out_sizes[-1] // 2 + 1)
-        modes = (*self.modes[:-1], fit)
         spectrum = (*out_sizes[:-1], out_sizes[-1] // 2 + 1)
-        y_ft = y.new_zeros(x.shape[0], self.out_channels, *spectrum)
-        out_grid = torch.meshgrid(mode_indices(modes, out_sizes, x.device), indexing="ij")
-        y_ft[(..., *out_grid)] = y[..., :fit]
+        y_ft = scatter_modes(y[..., :fit], (*self.modes[:-1], fit), spectrum)
         return torch.fft.irfftn(y_ft, s=out_sizes, dim=(-3, -2, -1), norm="forward")
 
 

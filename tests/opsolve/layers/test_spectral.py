@@ -16,9 +16,11 @@ from opsolve.layers.monarch import (
 from opsolve.layers.spectral import (
     SpectralConv,
     dense_num_parameters,
+    gather_modes,
     kept_shape,
     low_rank_num_parameters,
     monarch_num_parameters,
+    scatter_modes,
 )
 
 WEIGHTS = ("dense", "low_rank", "monarch")
@@ -130,6 +132,25 @@ def test_shapes_1d_2d_3d():
     conv3 = SpectralConv(3, 5, (4, 4, 3), "monarch", blocks=1)
     assert conv3(torch.randn(2, 3, 16, 16, 6)).shape == (2, 5, 16, 16, 6)
     assert conv3(torch.randn(1, 3, 8, 8, 6), out_size=(None, 12, 20)).shape == (1, 5, 8, 12, 20)
+
+
+@pytest.mark.parametrize(
+    "sizes, modes", [((64,), (16,)), ((12, 10), (4, 3)), ((8, 10, 9), (2, 3, 5)), ((6, 6), (3, 4))]
+)
+def test_gather_and_scatter_the_kept_modes(sizes, modes):
+    """The block copies equal indexing by the frequencies 0..m-1 and -m..-1 (non-last axes),
+    0..m-1 (last), and scattering puts them back into an otherwise zero spectrum."""
+    x_ft = torch.fft.rfftn(torch.randn(2, 3, *sizes), dim=tuple(range(-len(sizes), 0)))
+    pairs = zip(modes, sizes, strict=True)
+    index = [torch.cat([torch.arange(m), torch.arange(n - m, n)]) for m, n in pairs]
+    index[-1] = torch.arange(modes[-1])
+    grid = torch.meshgrid(index, indexing="ij")
+    kept = gather_modes(x_ft, modes)
+    assert torch.equal(kept, x_ft[(..., *grid)])
+    spectrum = x_ft.shape[2:]
+    expected = torch.zeros_like(x_ft)
+    expected[(..., *grid)] = kept
+    assert torch.equal(scatter_modes(kept, modes, spectrum), expected)
 
 
 def test_resampling_3d_reproduces_band_limited_field():
