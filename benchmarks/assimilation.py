@@ -1,7 +1,7 @@
 """Data assimilation side by side: the learned observer against classical filters with the
 true numerical model and against free-running learned forecasters.
 
-    python benchmarks/assimilation.py --run runs/train/ks_observer [--limit 16]
+    python benchmarks/assimilation.py --run runs/train/ks_observer [--also RUN ...] [--limit 16]
         [--members 32 64] [--density 0.1] [--noise 0.05] [--warmup 40] [--horizon 800]
         [--densities 0.05 0.1 0.25] [--noises 0.02 0.05 0.1] [--fno-epochs 10] [--out DIR]
 
@@ -11,6 +11,8 @@ are scored over the same horizon after the same warm-up:
 
 - ``observer``: the trained semilinear observer (Singh et al., ICLR 2024), from the mean;
 - ``predictor``: the same model, corrected during the warm-up only, then free;
+- ``observer (NAME)``: each further observer run of ``--also`` (trained on the same data), for
+  observers of different sizes side by side;
 - ``fno``: neuraloperator's FNO trained here for one record interval on the same train split
   (relative L2, Adam), rolled out autoregressively from the *true* state at record 0 (the most
   favourable start: it cannot assimilate);
@@ -183,6 +185,7 @@ def at_least(low: int):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True, help="an observer training run")
+    p.add_argument("--also", nargs="*", default=[], help="more observer runs, the same data")
     p.add_argument("--limit", type=at_least(1), default=16, help="test trajectories")
     p.add_argument("--members", type=at_least(2), nargs="+", default=[32, 64])
     p.add_argument("--density", type=float, default=0.1)
@@ -243,6 +246,14 @@ def main() -> None:
     fno = train_fno(root, field, sub, args.fno_epochs, ndim)
     fno_seconds = time.perf_counter() - start
     methods = observer_methods(op, settings.warmup, settings.batch_size, torch.device("cpu"))
+    for other in map(Path, args.also):
+        other_op, other_ckpt = load_trained(other)
+        if Path(other_ckpt["data"]["root"]) != root or other_ckpt["data"]["field"] != field:
+            raise UserError(f"--also {other}: trained on other data than {run}")
+        other_methods = observer_methods(
+            other_op, settings.warmup, settings.batch_size, torch.device("cpu")
+        )
+        methods[f"observer ({other.name})"] = other_methods["observer"]
     methods["fno"] = lambda _y, _m: rollout(fno, truth[:, 0], truth.shape[1])
     for members in args.members:
         initial = climatology(root, field, sub, truth.shape[0], members, seed=2)
