@@ -7,8 +7,10 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import IO, NamedTuple
 
 import torch
 
@@ -41,37 +43,57 @@ def machine_line(device: str) -> str:
     )
 
 
-def start_training(config: Path, overrides: list[str], core: int | None = None) -> subprocess.Popen:
+class Training(NamedTuple):
+    """A training child of :func:`start_training` and the files holding its output."""
+
+    child: subprocess.Popen
+    stdout: IO[str]
+    stderr: IO[str]
+
+
+def start_training(config: Path, overrides: list[str], core: int | None = None) -> Training:
     """Start ``opsolve train CONFIG OVERRIDES`` in a child process, so its peak memory is its
     own; with ``core``, the child runs one thread pinned to that CPU core (Linux), so that
-    trainings started side by side do not compete for cores."""
+    trainings started side by side do not compete for cores. Its output goes to temporary
+    files, not pipes: a child running beside the one being waited for never stalls on a full
+    pipe."""
     env, pin = None, None
     if core is not None:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         pin = lambda: os.sched_setaffinity(0, {core})  # noqa: E731
-    return subprocess.Popen(
+    out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+    child = subprocess.Popen(
         [sys.executable, "-c", _TRAIN_AND_MEASURE, str(config), *overrides],
         cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stdout=out,
+        stderr=err,
         text=True,
         env=env,
         preexec_fn=pin,
     )
+    return Training(child, out, err)
 
 
-def finish_training(child: subprocess.Popen, config: Path) -> dict:
+def finish_training(training: Training, config: Path) -> dict:
     """Wait for a child of :func:`start_training`. Returns ``{"seconds": the child's wall
     seconds of loading and training, "peak_mib": peak CUDA memory on a GPU, else the peak
     resident set}``; a failed training ends the benchmark with the child's error."""
-    stdout, stderr = child.communicate()
-    if child.returncode != 0:
+    training.child.wait()
+    stdout, stderr = (_read_and_close(f) for f in (training.stdout, training.stderr))
+    if training.child.returncode != 0:
         lines = stderr.strip().splitlines() or ["(no message)"]
         if lines[-1].startswith("error: "):  # bad input: the child's one line
             raise SystemExit(f"training {config.name}: {lines[-1]}")
         raise SystemExit(f"training {config.name} failed:\n{stderr[-2000:]}")
     peak = json.loads(stdout.rsplit("PEAK", 1)[1])
     return {"seconds": peak["seconds"], "peak_mib": (peak["cuda"] or peak["rss"]) / 2**20}
+
+
+def _read_and_close(stream: IO[str]) -> str:
+    stream.seek(0)
+    text = stream.read()
+    stream.close()
+    return text
 
 
 def train_in_child(config: Path, overrides: list[str]) -> dict:
