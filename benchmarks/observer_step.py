@@ -6,7 +6,8 @@ modes gathered and scattered by index tensors (what :func:`opsolve.layers.spectr
 and :func:`~opsolve.layers.spectral.scatter_modes` replaced), and with both (the layers before
 the change), in one process on the same inputs: ``--trajectories`` trajectories of ``--steps``
 steps, 10% of the nodes observed, fastest of ``--repeats`` rollouts, one thread unless
-``--threads``. Every variant's estimates are checked against the first's.
+``--threads``. Every variant's estimates are checked against the first's. Also printed: each
+run's arithmetic per trajectory and step (:func:`flops_per_step`).
 
     python benchmarks/observer_step.py --runs runs/train/ks_observer [runs/train/ns_observer]
         [--trajectories 16] [--steps 100] [--repeats 7] [--threads 1] [--grid 64]
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,6 +90,20 @@ def fastest(
     return min(times), out
 
 
+def flops_per_step(model: nn.Module, grid: tuple[int, ...]) -> float:
+    """Real flops of one assimilation step of one trajectory: every spectral layer by its
+    :meth:`~opsolve.layers.spectral.SpectralConv.flops` convention, every 1x1 map
+    ``2 in out`` per node (each layer of the observer runs once per step)."""
+    nodes = math.prod(grid)
+    total = 0.0
+    for module in model.modules():
+        if isinstance(module, spectral.SpectralConv):
+            total += module.flops((1, module.in_channels, *grid))
+        elif isinstance(module, Pointwise):
+            total += 2 * module.in_channels * module.out_channels * nodes
+    return total
+
+
 def load_observer(run: Path) -> tuple[nn.Module, nn.Module]:
     """``(the run's operator, its SemilinearObserver)``; one line if ``run`` is not one."""
     try:
@@ -116,6 +132,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     observers = {run: load_observer(run) for run in args.runs}
     print(f"torch {torch.__version__}, {args.threads} thread(s); {time.strftime('%Y-%m-%d')}")
+    for run, (_, model) in observers.items():
+        mflop = flops_per_step(model, (args.grid,) * len(model.modes)) / 1e6
+        print(f"{run}: {mflop:.2f} MFLOP per trajectory and step")
     print("\n| run | grid | layers | ms per step | / now | max difference |")
     print("|---|---|---|---|---|---|")
     for run, (op, model) in observers.items():
