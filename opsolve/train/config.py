@@ -305,6 +305,14 @@ class ObserverTraining(StrictModel):
         return self
 
 
+class Init(StrictModel):
+    """Start from the weights of another run (fine-tuning): its network only, not its
+    normalization, optimizer or schedule; a resumed run keeps its own weights."""
+
+    run: str | None = Field(None, min_length=1, description="run directory to start from")
+    checkpoint: Literal["best", "last"] = Field("best", description="which of its checkpoints")
+
+
 class Output(StrictModel):
     """The run directory: config.yaml, log.txt, metrics.csv, checkpoints/, figures/."""
 
@@ -334,6 +342,7 @@ class TrainConfig(StrictModel):
     )
     amp_dtype: Literal["bf16", "fp16"] = Field("bf16", description="autocast dtype for amp")
     output: Output = Output()
+    init: Init = Init()
     refine: Refine = Refine()
     observer: ObserverTraining = ObserverTraining()
 

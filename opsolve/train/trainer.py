@@ -29,7 +29,7 @@ from tqdm import tqdm
 from datagen.core.config import dump_config, first_difference
 from datagen.core.device import resolve_device
 from datagen.core.errors import UserError
-from datagen.core.files import write_text_atomic
+from datagen.core.files import existing_dir, write_text_atomic
 from datagen.core.progress import progress_bar
 from opsolve.data import SteadyDataset, TrajectoryDataset, load_statistics
 from opsolve.models.registry import (
@@ -226,6 +226,22 @@ def _restore(
     )
 
 
+def start_from(op: NormalizedOperator, run: str, which: str, name: str) -> None:
+    """Load the network weights of ``run``'s ``which`` checkpoint into ``op.model`` (``init``:
+    fine-tuning); its normalization stays that of the current data. A missing run or
+    checkpoint, another model or another architecture is a UserError."""
+    path = existing_dir(run, "init.run") / "checkpoints" / f"{which}.pt"
+    if not path.is_file():
+        raise UserError(f"init.run {run}: no {which} checkpoint (expected {path})")
+    checkpoint = load_checkpoint(path)
+    there = checkpoint["model"]["name"]
+    if there != name:
+        raise UserError(f"init.run {run} trained a {there!r} model, this config a {name!r} one")
+    prefix = "model."
+    state = {k[len(prefix) :]: v for k, v in checkpoint["state"].items() if k.startswith(prefix)}
+    load_state(op.model, state, path)
+
+
 def _read_as_now(stored: dict[str, Any]) -> dict[str, Any]:
     """A run's stored config as the current schema reads it: options added since the run was
     made take their defaults, which keep the old behaviour, so they do not block a resume.
@@ -267,6 +283,8 @@ def _train(
     seed_everything(cfg.seed)
     normalize = (cfg.data.normalize.inputs, cfg.data.normalize.outputs)
     op = build_operator(cfg.model.name, params, data.stats, data.describe(), normalize)
+    if cfg.init.run is not None and checkpoint is None:
+        start_from(op, cfg.init.run, cfg.init.checkpoint, cfg.model.name)
     check_amp_model(cfg, op)
     op.to(device)
     if cfg.precision == "amp":
@@ -290,6 +308,8 @@ def _train(
         prepare_run_dir(paths, state.epoch if checkpoint is not None else None, overwrite)
         write_text_atomic(paths.config, dump_config(resolved))
         where = f"resumed after epoch {state.epoch}" if checkpoint is not None else "started"
+        if checkpoint is None and cfg.init.run is not None:
+            where += f" from the weights of {cfg.init.run} ({cfg.init.checkpoint})"
         grid = "x".join([str(data.train.resolution)] * data.train.ndim)  # 64, 64x64, ...
         log(
             f"run {where}: model {cfg.model.name} ({count_parameters(op.model):,} parameters), "

@@ -484,3 +484,47 @@ def test_one_cycle_steps_per_batch_so_the_last_epoch_still_learns(small_dataset,
     assert "spans 2 steps" in err and "needs 6" in err and "--overwrite" in err
     assert "Traceback" not in err
     shutil.rmtree(run)
+
+
+def test_init_starts_from_another_runs_weights(small_dataset, tmp_path, capsys):
+    base = tmp_path / "base"
+    assert main(["train", str(write_config(tmp_path, small_dataset, base)), "--no-progress"]) == 0
+    tuned = tmp_path / "tuned"
+    config = write_config(
+        tmp_path, small_dataset, tuned, epochs=1, scheduler={"name": "none"},
+        optimizer={"name": "adam", "lr": 1e-30}, init={"run": str(base)},
+    )  # fmt: skip
+    assert main(["train", str(config), "--no-progress"]) == 0
+    assert f"started from the weights of {base} (best)" in capsys.readouterr().out
+    start = load_checkpoint(base / "checkpoints" / "best.pt")
+    after = load_checkpoint(tuned / "checkpoints" / "last.pt")
+    assert after["state"].keys() == start["state"].keys()
+    for key, value in start["state"].items():  # a step of 1e-30 leaves float32 weights as they are
+        assert torch.equal(after["state"][key], value), key
+    assert metric_rows(tuned)[0]["valid_l2"] == pytest.approx(start["metrics"]["valid_l2"], 1e-6)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("init.run={missing}", "init.run: directory"),
+        ("init.run={empty}", "no best checkpoint"),
+        ("init.run={base} model.params.hidden_channels=4", "do not fit the model"),
+        ("init.checkpoint=refined", "init.checkpoint"),
+    ],
+)
+def test_init_bad_input_is_one_line(override, message, small_dataset, tmp_path, capsys):
+    base = tmp_path / "base"
+    if "{base}" in override:
+        config = write_config(tmp_path, small_dataset, base, epochs=1)
+        assert main(["train", str(config), "--no-progress"]) == 0
+        capsys.readouterr()
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "out"
+    config = write_config(tmp_path, small_dataset, out)
+    args = override.format(missing=tmp_path / "nowhere", empty=tmp_path / "empty", base=base)
+    assert main(["train", str(config), *args.split(), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("opsolve: error: ") and err.count("\n") == 0, err
+    assert message in err
+    assert not out.exists()
