@@ -110,6 +110,11 @@ def _assimilate(args: argparse.Namespace) -> int:
             f"end {m['horizon_final']:.4e}, {m['seconds_per_step'] * 1e3:.2f} ms per step"
             + (f", {m['diverged']} diverged" if m["diverged"] else "")
         )
+    one = report["one_step"]
+    print(
+        f"  one step of the predictor from the true states: relative L2 {one['forecast']:.4e} "
+        f"(the true change over a step: {one['change']:.4e})"
+    )
     print(f"report: {report['json']}")
     print(f"figures: {', '.join(report['figures'])}")
     return 0

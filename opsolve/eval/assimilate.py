@@ -12,10 +12,12 @@ same ones). Two runs of the same model are compared:
 Reported (``RUN/assimilate_<split>_<res>_<mask>_d<density>_n<noise>.json``): per method the
 relative L2 error of every step (mean, std and median over trajectories), its mean over the
 horizon (the steps after the warm-up) and at a few horizons, and the seconds per assimilation
-step (one step of the whole batch of trajectories). Figures: the error against time of every
-method on one axis; for 1-D data space-time images of truth, estimate and error, for 2-D data
-snapshots. The baselines with the true numerical model (EnKF, optimal interpolation) and an
-autoregressive FNO are in ``benchmarks/assimilation.py``, which reuses these functions.
+step (one step of the whole batch of trajectories); and the predictor's own one-step error from
+the true states over the horizon, beside the true change over one step (``one_step``).
+Figures: the error against time of every method on one axis; for 1-D data space-time images of
+truth, estimate and error, for 2-D data snapshots. The baselines with the true numerical model
+(EnKF, optimal interpolation) and an autoregressive FNO are in ``benchmarks/assimilation.py``,
+which reuses these functions.
 """
 
 from __future__ import annotations
@@ -137,6 +139,26 @@ def observer_methods(
     return {
         "observer": run(lambda steps: torch.ones(steps, dtype=torch.bool)),
         "predictor": run(lambda steps: torch.arange(steps) < warmup),
+    }
+
+
+def one_step_errors(
+    op: ObserverOperator, truth: torch.Tensor, warmup: int, batch_size: int, device: torch.device
+) -> dict[str, float]:
+    """The predictor alone, one interval ahead from the true states: the mean relative L2
+    error of ``u_{k-1} + F(u_{k-1})`` against ``u_k`` over the horizon's steps ``k >= warmup``
+    (``forecast``), beside the true change ``||u_k - u_{k-1}|| / ||u_k||`` (``change``, the error
+    of persistence). ``truth`` ``(B, T, *grid)``."""
+    first = max(warmup, 1)
+    before, after = truth[:, first - 1 : -1], truth[:, first:]
+    with torch.no_grad():
+        forecast = torch.cat([
+            op.one_step(before[lo : lo + batch_size].to(device)).cpu()
+            for lo in range(0, truth.shape[0], batch_size)
+        ])  # fmt: skip
+    return {
+        "forecast": float(relative_l2_per_step(forecast.double(), after.double()).mean()),
+        "change": float(relative_l2_per_step(before.double(), after.double()).mean()),
     }
 
 
@@ -287,6 +309,7 @@ def assimilate_run(
         "field_std": field_std,
         "observed_fraction": float(mask.double().mean()),
         "methods": summaries,
+        "one_step": one_step_errors(op, truth, settings.warmup, settings.batch_size, dev),
     }
     stem = run / "figures" / report_name(settings, ds.resolution)
     times = np.arange(truth.shape[1]) * ds.dt

@@ -108,7 +108,11 @@ class ObserverOperator(NormalizedOperator):
         encoded = torch.where(mask, self._encode(measured), torch.zeros_like(measured))
         start = None if prior is None else self._encode(prior)
         outputs = self.model(encoded, mask, start, correct)
-        if states is not None:
-            flat = self._encode(states).reshape(-1, 1, *states.shape[2:])
-            outputs = (*outputs, self.model.predict(flat).reshape(states.shape))
-        return tuple(self._decode(u) for u in outputs)
+        decoded = tuple(self._decode(u) for u in outputs)
+        return decoded if states is None else (*decoded, self.one_step(states))
+
+    def one_step(self, states: torch.Tensor) -> torch.Tensor:
+        """The predictor's forecast ``u + F(u)`` of every state, one interval ahead:
+        ``(B, S, *grid) -> (B, S, *grid)``, physical units."""
+        flat = self._encode(states).reshape(-1, 1, *states.shape[2:])
+        return self._decode(self.model.predict(flat).reshape(states.shape))

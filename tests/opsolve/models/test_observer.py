@@ -282,6 +282,33 @@ def test_the_forecasts_of_given_states_are_the_predictors_own():
         torch.testing.assert_close(taught[:, k : k + 1], expected, rtol=1e-6, atol=1e-8)
 
 
+def test_the_one_step_report_scores_the_predictor_from_the_true_states():
+    """``one_step_errors``: the forecasts of the horizon's true states against the next ones;
+    a predictor with ``F = 0`` is persistence, whose error is the true change."""
+    from opsolve.eval.assimilate import one_step_errors
+    from opsolve.models.wrapper import ObserverOperator
+    from opsolve.norms import relative_l2_per_step
+
+    stats = torch.tensor([[0.3], [2.0]])
+    op = ObserverOperator(_observer(1).double(), stats, stats).double()
+    truth = torch.randn(5, 9, 32, dtype=torch.float64)
+    result = one_step_errors(op, truth, warmup=3, batch_size=2, device=torch.device("cpu"))
+    with torch.no_grad():
+        forecast = op.one_step(truth[:, 2:-1])
+    assert result["forecast"] == pytest.approx(
+        float(relative_l2_per_step(forecast, truth[:, 3:]).mean()), rel=1e-12
+    )
+    change = float(relative_l2_per_step(truth[:, 2:-1], truth[:, 3:]).mean())
+    assert result["change"] == pytest.approx(change, rel=1e-12)
+    assert result["forecast"] != pytest.approx(change)
+    last = op.model.predictor.project[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()
+    persistence = one_step_errors(op, truth, warmup=0, batch_size=64, device=torch.device("cpu"))
+    assert persistence["forecast"] == pytest.approx(persistence["change"], rel=1e-12)
+
+
 def test_the_prediction_term_adds_the_one_step_error_of_the_true_states():
     from opsolve.models.wrapper import ObserverOperator
     from opsolve.train.assimilation import AssimilationTask, relative_l2
@@ -391,6 +418,8 @@ def test_assimilate_writes_curves_and_figures(observer_run, capsys):
         assert len(m["mean"]) == 25 and m["horizon_mean"] > 0
     # the same observations for both: identical during the warm-up
     assert report["methods"]["observer"]["mean"][:5] == report["methods"]["predictor"]["mean"][:5]
+    assert 0 < report["one_step"]["forecast"] < report["one_step"]["change"]  # beats persistence
+    assert "one step of the predictor from the true states" in out
     assert all((observer_run / "figures" / f).is_file() for f in (
         "assimilate_test_32_random_d0.25_n0.05_curves.png",
         "assimilate_test_32_random_d0.25_n0.05_space_time.png",
