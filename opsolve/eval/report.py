@@ -12,9 +12,9 @@ import torch
 import yaml
 
 from datagen.core.errors import UserError
-from datagen.core.files import existing_dir, write_text_atomic
+from datagen.core.files import write_text_atomic
 from opsolve.models.registry import build_operator, load_state
-from opsolve.train.checkpoint import load_checkpoint
+from opsolve.train.checkpoint import load_checkpoint, run_checkpoint
 
 CHECKPOINTS = ("best", "last", "refined")
 
@@ -62,12 +62,10 @@ def write_report(path: Path, report: dict[str, Any]) -> Path:
 
 def load_trained(run: str | Path, which: str = "best") -> tuple[torch.nn.Module, dict[str, Any]]:
     """The trained operator (physical units in and out, eval mode, CPU) and its checkpoint."""
-    run = existing_dir(run, "run directory")
     if which not in CHECKPOINTS:
         raise UserError(f"--checkpoint must be one of {', '.join(CHECKPOINTS)}, got {which!r}")
-    path = run / "checkpoints" / f"{which}.pt"
-    if not path.is_file():
-        raise UserError(f"{run}: no {which} checkpoint (expected {path}); has training run?")
+    path = run_checkpoint(run, which)
+    run = Path(run)
     ckpt = load_checkpoint(path)
     model = ckpt["model"]
     trained = _trained_model_name(run)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from datagen.core.errors import UserError
-from datagen.core.files import atomic_write
+from datagen.core.files import atomic_write, existing_dir
 
 FORMAT = "opsolve-checkpoint-1"
 
@@ -55,6 +55,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{path}: not an {FORMAT} checkpoint")
     return state
+
+
+def run_checkpoint(run: str | Path, which: str, what: str = "run directory") -> Path:
+    """The path of ``run``'s ``checkpoints/<which>.pt``; a UserError naming ``what`` when the
+    run directory or the checkpoint is missing."""
+    path = existing_dir(run, what) / "checkpoints" / f"{which}.pt"
+    if not path.is_file():
+        raise UserError(f"{run}: no {which} checkpoint (expected {path}); has training run?")
+    return path
 
 
 def rng_state() -> dict[str, Any]:

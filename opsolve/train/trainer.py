@@ -29,7 +29,7 @@ from tqdm import tqdm
 from datagen.core.config import dump_config, first_difference
 from datagen.core.device import resolve_device
 from datagen.core.errors import UserError
-from datagen.core.files import existing_dir, write_text_atomic
+from datagen.core.files import write_text_atomic
 from datagen.core.progress import progress_bar
 from opsolve.data import SteadyDataset, TrajectoryDataset, load_statistics
 from opsolve.models.registry import (
@@ -47,6 +47,7 @@ from opsolve.train.assimilation import AssimilationTask
 from opsolve.train.checkpoint import (
     load_checkpoint,
     rng_state,
+    run_checkpoint,
     save_checkpoint,
     seed_everything,
     set_rng_state,
@@ -230,9 +231,7 @@ def start_from(op: NormalizedOperator, run: str, which: str, name: str) -> None:
     """Load the network weights of ``run``'s ``which`` checkpoint into ``op.model`` (``init``:
     fine-tuning); its normalization stays that of the current data. A missing run or
     checkpoint, another model or another architecture is a UserError."""
-    path = existing_dir(run, "init.run") / "checkpoints" / f"{which}.pt"
-    if not path.is_file():
-        raise UserError(f"init.run {run}: no {which} checkpoint (expected {path})")
+    path = run_checkpoint(run, which, "init.run")
     checkpoint = load_checkpoint(path)
     there = checkpoint["model"]["name"]
     if there != name:
