@@ -18,7 +18,8 @@ are scored over the same horizon after the same warm-up:
   favourable start: it cannot assimilate);
 - ``enkf-M``: a stochastic EnKF with M members, Gaspari-Cohn localization and multiplicative
   inflation, with the true model (the generator's solver), from M climatological states
-  (random records of the train split); radius and inflation tuned on valid trajectories;
+  (random records of the train split); radius and inflation tuned on valid trajectories for
+  each M;
 - ``oi``: optimal interpolation (static Gaussian background covariance) with the true model,
   from the mean; background std and correlation length tuned on valid trajectories.
 
@@ -222,14 +223,20 @@ def main() -> None:
     tune_settings = load_settings([*base[:4], *tuning, "seed=1"])
     valid = stacked(trajectories(root, tune_settings, field, sub))
     v_measured, v_mask = draw_observations(valid, tune_settings, std)
-    v_initial = climatology(root, field, sub, valid.shape[0], args.members[0], seed=1)
     radii = [8.0, 16.0, 32.0] if ndim == 1 else [4.0, 8.0]
-    enkf_best, enkf_error = tune(
-        lambda radius, inflation: run_enkf(
-            model, v_initial, v_measured, v_mask, noise_std, radius, inflation
-        ),
-        {"radius": radii, "inflation": [1.0, 1.02, 1.05]}, valid, args.warmup,
-    )  # fmt: skip
+    enkf_best = {}  # each ensemble size its own radius and inflation
+    for members in args.members:
+        v_initial = climatology(root, field, sub, valid.shape[0], members, seed=1)
+        enkf_best[members], enkf_error = tune(
+            lambda radius, inflation, i=v_initial: run_enkf(
+                model, i, v_measured, v_mask, noise_std, radius, inflation
+            ),
+            {"radius": radii, "inflation": [1.0, 1.02, 1.05]}, valid, args.warmup,
+        )  # fmt: skip
+        print(
+            f"EnKF-{members} tuned on {valid.shape[0]} valid trajectories: "
+            f"{enkf_best[members]} ({enkf_error:.3e})"
+        )
     v_mean = torch.full_like(valid[:, 0], float(mean_state.flatten()[0]))
     oi_best, oi_error = tune(
         lambda background, length: run_oi(
@@ -237,10 +244,7 @@ def main() -> None:
         ),
         {"background": [0.03, 0.1, 0.3], "length": [0.5, 1.0, 2.0]}, valid, args.warmup,
     )  # fmt: skip
-    print(
-        f"tuned on {valid.shape[0]} valid trajectories: EnKF {enkf_best} ({enkf_error:.3e}), "
-        f"OI {oi_best} ({oi_error:.3e})"
-    )
+    print(f"OI tuned on {valid.shape[0]} valid trajectories: {oi_best} ({oi_error:.3e})")
 
     start = time.perf_counter()
     fno = train_fno(root, field, sub, args.fno_epochs, ndim)
@@ -257,8 +261,8 @@ def main() -> None:
     methods["fno"] = lambda _y, _m: rollout(fno, truth[:, 0], truth.shape[1])
     for members in args.members:
         initial = climatology(root, field, sub, truth.shape[0], members, seed=2)
-        methods[f"enkf-{members}"] = lambda y, m, i=initial: run_enkf(
-            model, i, y, m, noise_std, **enkf_best
+        methods[f"enkf-{members}"] = lambda y, m, i=initial, members=members: run_enkf(
+            model, i, y, m, noise_std, **enkf_best[members]
         ).float()
     methods["oi"] = lambda y, m: run_oi(
         model, mean_state, y, m, noise_std, oi_best["background"] * std, oi_best["length"]
@@ -290,7 +294,7 @@ def main() -> None:
         "data": str(ds.path),
         "trajectories": int(truth.shape[0]),
         "settings": settings.model_dump(),
-        "tuned": {"enkf": enkf_best, "oi": oi_best},
+        "tuned": {**{f"enkf-{k}": v for k, v in enkf_best.items()}, "oi": oi_best},
         "fno_training_seconds": fno_seconds,
         "methods": {
             k: {kk: v for kk, v in s.items() if kk not in ("mean", "std", "median")}
